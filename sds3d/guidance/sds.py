@@ -1,0 +1,136 @@
+"""Score Distillation Sampling (DreamFusion, Poole et al. 2022, Eq. 3) with classifier-free
+guidance, negative prompts, w(t), annealed t bounds and optional Perp-Neg.
+
+Variable names follow the paper and diffusers: x (the render in the prior's space), t, eps,
+x_t, eps_c / eps_u (conditional / unconditional predictions), eps_hat, w, g.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sds3d.priors.base import Prior
+
+from .config import GuidanceConfig, check_guidance_config
+from .perp_neg import perp_neg_embeddings, perp_neg_guidance
+from .prompts import PromptEmbeddings, PromptError
+from .schedules import sds_weight, timestep_bounds
+
+
+def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).to(like.device, like.dtype)
+
+
+class SDSGuidance(nn.Module):
+    """The SDS loss of a batch of renders under a frozen text-to-image prior.
+
+    Per step: x = prior.encode_images(rgb) (differentiable); t ~ U{lo..hi} (current annealed
+    bounds, per sample); eps ~ N(0, I); x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps;
+    ONE prior.predict_noise call on [x_t, x_t] with [cond, uncond] (Perp-Neg: [x_t] * 4 with
+    [positive, uncond, 2 negatives]) under no_grad; eps_hat = eps_u + s (eps_c - eps_u);
+    g = w(t) (eps_hat - eps), non-finite entries set to 0, optional clip (GuidanceConfig);
+
+        loss_sds = 0.5 * sum_i ||x_i - sg(x_i - g_i)||^2 / B,
+
+    so d loss_sds / d x_i = g_i / B exactly (the mean over the batch of per-view SDS
+    gradients g_i, as in threestudio), and backpropagation carries it through encode_images and
+    the renderer. scale = 0 is unconditional: eps_hat = eps_u (the conditional half is skipped).
+    The negative prompt replaces the unconditional embedding (it is the PromptEmbeddings' uncond).
+    """
+
+    def __init__(self, cfg: GuidanceConfig, prior: Prior):
+        super().__init__()
+        check_guidance_config(cfg)
+        self.cfg = cfg
+        self.prior = prior
+        for p in prior.parameters():
+            p.requires_grad_(False)
+
+    def timestep_bounds(self, step: int) -> tuple[int, int]:
+        """Integer (lo, hi), inclusive, of t at training ``step`` (GuidanceConfig.t_schedule)."""
+        c = self.cfg
+        return timestep_bounds(
+            step, self.prior.num_train_timesteps, c.t_min, c.t_max, c.t_schedule,
+            c.t_max_end, c.t_min_end, c.anneal_start, c.anneal_end,
+        )
+
+    def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings) -> Tensor:
+        """eps_hat from one batched predict_noise call (no grad). Shapes: (B, C, h, w)."""
+        c, B = self.cfg, x_t.shape[0]
+        if c.scale == 0:  # unconditional: eps_hat = eps_u, cond not evaluated
+            return self.prior.predict_noise(x_t, t, emb.uncond)
+        if c.perp_neg:
+            positive, negatives, neg_weights = perp_neg_embeddings(emb, c.perp_neg_f_fs, c.perp_neg_f_sf, c.perp_neg_f_sb, c.perp_neg_f_fsb)
+            K = negatives.shape[1]
+            embeddings = torch.cat([positive, emb.uncond, negatives.flatten(0, 1)])  # negatives sample-major
+            eps = self.prior.predict_noise(
+                torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]),
+                torch.cat([t, t, t.repeat_interleave(K)]),
+                embeddings,
+            )
+            eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
+            return perp_neg_guidance(eps_u, eps_c, eps_neg, neg_weights, c.scale)
+        eps_c, eps_u = self.prior.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([emb.cond, emb.uncond])).chunk(2)
+        return eps_u + c.scale * (eps_c - eps_u)  # classifier-free guidance (Ho & Salimans 2022)
+
+    def _clip(self, g: Tensor) -> Tensor:
+        c = self.cfg
+        if c.grad_clip is None:
+            return g
+        if c.grad_clip_mode == "value":
+            return g.clamp(-c.grad_clip, c.grad_clip)
+        norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.ndim - 1)))
+        return g * (c.grad_clip / norm.clamp_min(1e-12)).clamp(max=1.0)
+
+    def forward(
+        self,
+        rgb: Tensor,
+        prompt_embeddings: PromptEmbeddings,
+        step: int,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """SDS loss of renders ``rgb``.
+
+        Args:
+            rgb: renders in [0, 1], differentiable. Shape: (B, 3, H, W).
+            prompt_embeddings: one view's embeddings per render (``PromptProcessor(...)``).
+            step: training step (for the t schedule).
+            generator: source of t and eps (seeded -> deterministic).
+
+        Returns:
+            "loss_sds": scalar with d/dx = g / B (class docstring); detached diagnostics:
+            "sds_grad_norm" (mean per-sample ||g||), "t_mean", "t_lo", "t_hi" (integer steps),
+            "w_mean", "nonfinite_frac" (fraction of g entries that were NaN/inf, set to 0).
+        """
+        B = rgb.shape[0]
+        if len(prompt_embeddings) != B:
+            raise PromptError(f"got {len(prompt_embeddings)} prompt embeddings for {B} renders; build them from the same cameras")
+        x = self.prior.encode_images(rgb)
+        lo, hi = self.timestep_bounds(step)
+        t_device = generator.device if generator is not None else x.device
+        t = torch.randint(lo, hi + 1, (B,), generator=generator, device=t_device).to(x.device)
+        eps = _randn(x.shape, generator, x)
+        alphas_cumprod = self.prior.alphas_cumprod.to(x.device)
+        abar = alphas_cumprod[t].view(B, *([1] * (x.ndim - 1))).to(x.dtype)
+        with torch.no_grad():
+            x_t = abar.sqrt() * x.detach() + (1.0 - abar).sqrt() * eps  # DDPM forward process q(x_t | x) (Ho et al. 2020 Eq. 4)
+            eps_hat = self._predict_eps_hat(x_t, t, prompt_embeddings).float()
+            w = sds_weight(abar.float(), self.cfg.weighting)
+            g = w * (eps_hat - eps.float())  # DreamFusion Eq. 3 without the generator Jacobian
+            nonfinite = (~torch.isfinite(g)).float().mean()
+            g = self._clip(torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
+        x32 = x.float()
+        target = (x32 - g).detach()
+        loss_sds = 0.5 * F.mse_loss(x32, target, reduction="sum") / B
+        return {
+            "loss_sds": loss_sds,
+            "sds_grad_norm": g.flatten(1).norm(dim=1).mean(),
+            "t_mean": t.float().mean(),
+            "t_lo": torch.tensor(float(lo)),
+            "t_hi": torch.tensor(float(hi)),
+            "w_mean": w.mean(),
+            "nonfinite_frac": nonfinite,
+        }
