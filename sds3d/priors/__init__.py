@@ -1,0 +1,49 @@
+"""Text-to-image diffusion priors behind one interface (``Prior``) and one loader (``load_prior``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .base import Prior, PriorError
+
+TOY_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-prior"
+
+
+def resolve_prior_path(name_or_path: str) -> Path:
+    """``"toy"`` -> the shipped folder; a local folder -> itself; else a hub id in the local cache.
+
+    Raises:
+        PriorError: the name is neither a folder nor a cached hub id (one line: what, where, how to fix).
+    """
+    if name_or_path == "toy":
+        if not (TOY_PRIOR_PATH / "model_index.json").exists():
+            raise PriorError(f"the shipped toy prior is missing from {TOY_PRIOR_PATH}; reinstall sds3d or run `sds3d train-prior`")
+        return TOY_PRIOR_PATH
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise PriorError(f"prior {name_or_path!r} is a file; give a diffusers pipeline folder, a hub id, or 'toy'")
+        return path
+    if name_or_path.count("/") != 1 or name_or_path.startswith((".", "/", "~")):
+        raise PriorError(f"prior folder {path} does not exist; give a diffusers pipeline folder, a hub id, or 'toy'")
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except Exception:
+        raise PriorError(
+            f"{name_or_path!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and sds3d does not "
+            f"download at run time; on a machine with network run: huggingface-cli download {name_or_path}"
+        ) from None
+
+
+def load_prior(name_or_path: str = "toy", device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Prior:
+    """Load a frozen prior. See ``resolve_prior_path`` for what ``name_or_path`` may be."""
+    from .diffusers_prior import DiffusersPrior
+
+    return DiffusersPrior(resolve_prior_path(name_or_path), device=device, dtype=dtype)
+
+
+__all__ = ["Prior", "PriorError", "load_prior", "resolve_prior_path", "TOY_PRIOR_PATH"]

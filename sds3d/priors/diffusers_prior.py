@@ -1,0 +1,130 @@
+"""A Prior backed by the parts of a diffusers pipeline folder (pixel or latent).
+
+One code path for the shipped toy prior (pixel space, ToyUNet) and Stable Diffusion (latent
+space, UNet2DConditionModel + AutoencoderKL): components are loaded one by one from their
+subfolders with ``from_pretrained``; class names are looked up in an allow-list (files on disk
+are data, never code to import).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .base import Prior, PriorError
+
+
+def _unet_classes() -> dict:
+    from diffusers import UNet2DConditionModel
+
+    from .toy_unet import ToyUNet
+
+    return {"UNet2DConditionModel": UNet2DConditionModel, "ToyUNet": ToyUNet}
+
+
+def _dtype_kwarg(module, dtype: torch.dtype) -> dict:
+    # transformers >= 4.56 calls it `dtype`; older releases (and diffusers) `torch_dtype`.
+    if module == "transformers":
+        import transformers
+
+        major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+        return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+    return {"torch_dtype": dtype}
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PriorError(f"{path.parent} is not a diffusers pipeline folder: {what} {path.name} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PriorError(f"{path} is corrupt ({e.__class__.__name__}); re-download or re-train the prior") from None
+
+
+class DiffusersPrior(Prior):
+    """Text encoder + tokenizer + epsilon-prediction UNet (+ VAE for latent priors) + scheduler betas."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+        super().__init__()
+        from diffusers import DDPMScheduler
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        path = Path(path)
+        device = torch.device(device)
+        # fp16 on CUDA, fp32 on CPU (no half-precision ops on CPU).
+        self.dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        _read_json(path / "model_index.json", "the pipeline index")
+        missing = [p for p in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / p).is_dir()]
+        if missing:
+            raise PriorError(f"{path} is not a complete diffusers pipeline: missing {', '.join(missing)}/")
+        unet_cfg = _read_json(path / "unet" / "config.json", "the UNet config")
+        unet_cls = _unet_classes().get(unet_cfg.get("_class_name"))
+        if unet_cls is None:
+            raise PriorError(f"{path}/unet is a {unet_cfg.get('_class_name')!r}; sds3d supports {', '.join(_unet_classes())}")
+
+        def load(what, fn):
+            try:
+                return fn()
+            except PriorError:
+                raise
+            except Exception as e:  # corrupt or truncated weights: say which file, not a traceback
+                raise PriorError(f"could not load the {what} of {path}: {str(e).splitlines()[0][:200]}") from None
+
+        self.tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"))
+        self.text_encoder = load("text encoder", lambda: CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **_dtype_kwarg("transformers", self.dtype)))
+        self.unet = load("UNet", lambda: unet_cls.from_pretrained(path, subfolder="unet", **_dtype_kwarg("diffusers", self.dtype)))
+        scheduler = load("scheduler", lambda: DDPMScheduler.from_pretrained(path, subfolder="scheduler"))
+        self.vae = None
+        if (path / "vae").is_dir():
+            from diffusers import AutoencoderKL
+
+            self.vae = load("VAE", lambda: AutoencoderKL.from_pretrained(path, subfolder="vae", **_dtype_kwarg("diffusers", self.dtype)))
+        if scheduler.config.prediction_type != "epsilon":
+            raise PriorError(f"{path} predicts {scheduler.config.prediction_type!r}; SDS here needs an epsilon-prediction model")
+
+        self.path = path
+        self.latent = self.vae is not None
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        if self.latent:
+            self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
+        else:
+            self.resolution = int(self.unet.config.sample_size)
+        self.register_buffer("_alphas_cumprod", scheduler.alphas_cumprod.float(), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+        self.to(device)
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        return self._alphas_cumprod
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Tensor:
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
+        return self.text_encoder(tokens.input_ids.to(self.device))[0]
+
+    def predict_noise(self, x_t: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
+        eps = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype)).sample
+        return eps.to(x_t.dtype)
+
+    def encode_images(self, rgb: Tensor) -> Tensor:
+        size = (self.resolution, self.resolution)
+        if rgb.shape[-2:] != size:
+            down = rgb.shape[-1] > self.resolution
+            rgb = torch.nn.functional.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=down)
+        x = rgb * 2.0 - 1.0
+        if not self.latent:
+            return x
+        # Latent prior: VAE encode with gradient (the SDS gradient reaches the render through it).
+        posterior = self.vae.encode(x.to(self.dtype)).latent_dist
+        return (posterior.sample() * self.vae.config.scaling_factor).to(rgb.dtype)
+
+    @torch.no_grad()
+    def decode(self, x: Tensor) -> Tensor:
+        if self.latent:
+            x = self.vae.decode((x / self.vae.config.scaling_factor).to(self.dtype)).sample.to(torch.float32)
+        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
