@@ -337,3 +337,37 @@ def test_prior_is_frozen_and_rgb_receives_grad():
     prior, _, _, rgb = run(GuidanceConfig())
     assert not any(p.requires_grad for p in prior.parameters())
     torch.testing.assert_close(rgb.grad, 2 * prior.last_x.grad)  # through encode_images (x = 2 rgb - 1)
+
+
+class DiracPrior(StubPrior):
+    """The exact denoiser of a data distribution concentrated on one image x* per text.
+
+    The embedding of a text holds its x* (flattened); eps(x_t, t) = (x_t - sqrt(abar_t) x*) / sqrt(1 - abar_t).
+    SDS with scale s then pulls x to the fixed point x_u* + s (x_c* - x_u*), noise-free.
+    """
+
+    def predict_noise(self, x_t, t, embeddings):
+        self.calls.append((x_t.clone(), t.clone(), embeddings.clone()))
+        abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_star = embeddings.reshape(x_t.shape)
+        return (x_t - abar.sqrt() * x_star) / (1 - abar).sqrt()
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0, 2.0])
+def test_sds_optimisation_reaches_the_cfg_fixed_point(scale):
+    g = torch.Generator().manual_seed(0)
+    x_c = (torch.rand(2, 3, 4, 4, generator=g) - 0.5) * 0.8
+    x_u = (torch.rand(2, 3, 4, 4, generator=g) - 0.5) * 0.2
+    emb = PromptEmbeddings(x_c.reshape(2, 1, -1), x_u.reshape(2, 1, -1), torch.zeros(2), torch.zeros(2), ["front"] * 2)
+    rgb = torch.full((2, 3, 4, 4), 0.5, requires_grad=True)
+    prior = DiracPrior()
+    guidance = SDSGuidance(GuidanceConfig(scale=scale, t_min=0.2, t_max=0.8), prior)
+    opt = torch.optim.SGD([rgb], lr=1.0)  # exact denoiser: g is noise-free, plain descent converges
+    gen = torch.Generator().manual_seed(1)
+    for step in range(100):
+        opt.zero_grad()
+        guidance(rgb, emb, step, generator=gen)["loss_sds"].backward()
+        opt.step()
+    expected = x_u + scale * (x_c - x_u)
+    torch.testing.assert_close(rgb.detach() * 2 - 1, expected, rtol=0, atol=1e-4)
+    assert len(prior.calls) == 100
