@@ -45,6 +45,12 @@ class Cameras:
     def __len__(self) -> int:
         return self.c2w.shape[0]
 
+    def __getitem__(self, index) -> "Cameras":
+        """A sub-batch (slice, index tensor or list), keeping the batch dimension."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return Cameras(*(getattr(self, f)[index] for f in ("c2w", "fov_y_deg", "azimuth_deg", "elevation_deg", "distance")))
+
     @property
     def position(self) -> Tensor:
         """Camera centres. Shape: (B, 3)."""

@@ -86,6 +86,7 @@ class DiffusersPrior(Prior):
             raise PriorError(f"{path} predicts {scheduler.config.prediction_type!r}; SDS here needs an epsilon-prediction model")
 
         self.path = path
+        self.scheduler_config = dict(scheduler.config)
         self.latent = self.vae is not None
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         if self.latent:

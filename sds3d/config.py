@@ -1,0 +1,198 @@
+"""Typed run configuration: dataclasses merged with OmegaConf from YAML plus ``key=value`` overrides.
+
+Each component owns a small config dataclass next to its code (threestudio style); ``RunConfig``
+composes them. A typo in a key fails loudly with the closest valid key; every value is checked
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from .cameras import CameraConfig
+from .export import ExportConfig
+from .fields.background import BackgroundConfig
+from .fields.nerf import FieldConfig
+from .guidance import GuidanceConfig, check_guidance_config
+from .render import RenderConfig
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and how to fix it."""
+
+
+@dataclass
+class TrainerConfig:
+    """The optimisation loop (the trainer owns the optimiser and every loss weight)."""
+
+    max_steps: int = 600
+    lr: float = 3e-2  # Adam learning rate of the NeRF
+    lr_background: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-15
+    # Loss weights (lambda_*), keyed like the loss dicts: loss_sds, loss_orient, loss_opacity, loss_opacity_entropy.
+    lambda_sds: float = 1.0
+    lambda_orient: float = 0.0
+    lambda_opacity: float = 0.0
+    lambda_opacity_entropy: float = 0.0
+    log_every: int = 10
+    val_every: int = 200  # validation renders into renders/ (0: off)
+    val_views: int = 4
+    ckpt_every: int = 100
+    progress: bool = True
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    orbit_frames: int = 48
+    orbit_resolution: int = 128
+    orbit_elevation_deg: float = 20.0
+    evaluate: bool = True  # toy-world metrics into summary.json when the prompt is a toy prompt
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs. ``sds3d run CONFIG key=value ...``."""
+
+    prompt: str = ""
+    name: str = ""  # run folder name under out_dir; default: a slug of the prompt
+    out_dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    field: FieldConfig = field(default_factory=FieldConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def _all_keys(node, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            keys += _all_keys(node._get_node(k), full + ".")
+    return keys
+
+
+def _unknown_key_error(key: str, schema: DictConfig) -> ConfigError:
+    keys = _all_keys(schema)
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+    if not close:  # a typo in the last part only: compare leaf names too
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in keys if difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1]], cutoff=0.75)][:1]
+    hint = f"; did you mean '{close[0]}'?" if close else "; see `sds3d run --help` or configs/toy.yaml for the keys"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _merge(schema: DictConfig, other, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(schema, other)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        raise _unknown_key_error(str(e.full_key or e.key), schema) from None
+    except ValidationError as e:
+        raise ConfigError(f"invalid value for '{e.full_key}' in {source}: {str(e).splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid config in {source}: {str(e).splitlines()[0]}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Merge the defaults, a YAML file and ``key=value`` overrides into a checked RunConfig.
+
+    Raises:
+        ConfigError: missing/unreadable file, unknown key (with the closest valid one), bad value.
+    """
+    schema = OmegaConf.structured(RunConfig)
+    cfg = schema
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; try configs/toy.yaml")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as e:
+            raise ConfigError(f"could not parse {path}: {str(e).splitlines()[0]}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path} must be a YAML mapping of config keys")
+        cfg = _merge(cfg, loaded, str(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. guidance.scale=7.5)")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    try:
+        run = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid config: {str(e).splitlines()[0]}") from None
+    check_config(run)
+    return run
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML (saved as config.yaml in every run folder)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Raise ConfigError naming the first invalid value."""
+
+    def fail(msg: str):
+        raise ConfigError(msg)
+
+    if not cfg.prompt.strip():
+        fail('the prompt is empty; pass one, e.g. prompt="a red cube"')
+    t = cfg.trainer
+    for key in ("lr", "lr_background"):
+        if getattr(t, key) <= 0:
+            fail(f"trainer.{key}={getattr(t, key)} must be positive (e.g. 0.03)")
+    if t.max_steps < 0:
+        fail(f"trainer.max_steps={t.max_steps} must be >= 0")
+    for key in ("val_every", "ckpt_every", "log_every", "val_views", "orbit_frames", "threads"):
+        if getattr(t, key) < 0:
+            fail(f"trainer.{key}={getattr(t, key)} must be >= 0")
+    if t.orbit_resolution <= 0:
+        fail(f"trainer.orbit_resolution={t.orbit_resolution} must be positive")
+    for key in ("lambda_sds", "lambda_orient", "lambda_opacity", "lambda_opacity_entropy"):
+        if getattr(t, key) < 0:
+            fail(f"trainer.{key}={getattr(t, key)} must be >= 0")
+    if cfg.render.resolution <= 0:
+        fail(f"render.resolution={cfg.render.resolution} must be a positive number of pixels (e.g. 64)")
+    if cfg.render.num_samples <= 0:
+        fail(f"render.num_samples={cfg.render.num_samples} must be positive (e.g. 64)")
+    if cfg.export.resolution <= 1:
+        fail(f"export.resolution={cfg.export.resolution} must be at least 2 (e.g. 128)")
+    c = cfg.camera
+    for key in ("distance", "fov_y_deg", "elevation_deg", "azimuth_deg"):
+        lo, hi = getattr(c, key)
+        if lo > hi:
+            fail(f"camera.{key}=[{lo}, {hi}]: the first value must not exceed the second")
+    if c.distance[0] <= 0 or not 0 < c.fov_y_deg[0] <= c.fov_y_deg[1] < 180:
+        fail("camera.distance must be positive and camera.fov_y_deg within (0, 180)")
+    if c.batch_size <= 0:
+        fail(f"camera.batch_size={c.batch_size} must be positive")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
+        fail(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N")
+    if cfg.name and run_name(cfg) != cfg.name:
+        fail(f"name={cfg.name!r} may hold only letters, digits, '.', '_' and '-'")
+    try:
+        check_guidance_config(cfg.guidance)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def slugify(text: str, max_len: int = 64) -> str:
+    """A safe folder name from free text: lowercase ASCII letters, digits and '-'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-")
+    return slug or "run"
+
+
+def run_name(cfg: RunConfig) -> str:
+    """The run folder's name: ``cfg.name`` if given (checked), else a slug of the prompt."""
+    if cfg.name:
+        return cfg.name if re.fullmatch(r"[A-Za-z0-9._-]+", cfg.name) and cfg.name not in (".", "..") else ""
+    return slugify(cfg.prompt)

@@ -1,0 +1,234 @@
+"""Train the embedded toy prior: a text-conditioned epsilon-prediction diffusion model of the toy world.
+
+Writes a diffusers-layout folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json)
+that ``sds3d.priors.load_prior("toy")`` loads through the same code path as Stable Diffusion.
+
+    sds3d train-prior                 # ~15 min on 2 CPU cores (or: python scripts/train_toy_prior.py)
+    sds3d train-prior --resume        # continue from the last checkpoint
+
+Recipe (DESIGN.md "The toy prior"): 24k renders (32x32) of 4 shapes x 4 colours from the toy
+camera distribution, prompts "a {colour} {shape}, {view} view"; DDPM (Ho et al. 2020) epsilon
+objective, linear betas 1e-4..0.02, T = 1000; condition dropout 12% (classifier-free guidance,
+Ho & Salimans 2022) and view-suffix dropout 10%; AdamW, EMA of the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def build_dataset(images_per_pair: int, seed: int) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Renders in [-1, 1] (N, 3, 32, 32), full prompts (with view) and base prompts (without)."""
+    from sds3d.cameras import CameraConfig, sample_cameras, view_labels
+    from sds3d.toyworld import world
+    from sds3d.toyworld.prompts import make_prompt
+    from sds3d.toyworld.render import render
+
+    g = torch.Generator().manual_seed(seed)
+    cam_cfg = CameraConfig(
+        distance=(world.CAMERA_DISTANCE,) * 2, fov_y_deg=(world.FOV_Y_DEG,) * 2,
+        elevation_deg=world.ELEVATION_RANGE, azimuth_deg=world.AZIMUTH_RANGE,
+    )
+    images, prompts, base = [], [], []
+    for shape in world.SHAPES:
+        for colour in world.COLOURS:
+            cams = sample_cameras(cam_cfg, images_per_pair, generator=g)
+            rgb, _ = render(shape, world.colour_rgb(colour), cams)
+            images.append(rgb * 2.0 - 1.0)
+            for view in view_labels(cams.azimuth_deg, cams.elevation_deg):
+                prompts.append(make_prompt(colour, shape, view))
+                base.append(make_prompt(colour, shape))
+    return torch.cat(images), prompts, base
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # GPT-2/CLIP byte-to-unicode table (needed to rebuild CLIP's vocab.json from its merges file).
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def build_tokenizer(max_length: int, work_dir: Path):
+    """The real CLIP BPE tokenizer, from the vocabulary shipped inside the open-clip-torch wheel."""
+    import importlib.util
+
+    from transformers import CLIPTokenizer
+
+    shipped = PACKAGE / "assets" / "toy-prior" / "tokenizer"
+    if (shipped / "tokenizer_config.json").exists():  # re-training: reuse the shipped CLIP tokenizer files
+        return CLIPTokenizer.from_pretrained(shipped, model_max_length=max_length)
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None:
+        raise SystemExit("sds3d: error: training the toy prior needs the CLIP BPE file: pip install open-clip-torch --no-deps")
+    bpe = Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
+    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    vocab = list(_bytes_to_unicode().values())
+    vocab += [v + "</w>" for v in vocab] + ["".join(m.split()) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (work_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return CLIPTokenizer(str(work_dir / "vocab.json"), str(work_dir / "merges.txt"), model_max_length=max_length)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="sds3d train-prior", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=PACKAGE / "assets" / "toy-prior")
+    ap.add_argument("--work-dir", type=Path, default=Path("data") / "toy-prior-train", help="checkpoints for --resume")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--images-per-pair", type=int, default=1500, help="renders per (shape, colour)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ema-decay", type=float, default=0.995)
+    ap.add_argument("--cond-dropout", type=float, default=0.12)
+    ap.add_argument("--view-dropout", type=float, default=0.10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ckpt-every", type=int, default=250)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sds3d.priors.toy_unet import ToyUNet
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    images, prompts, base_prompts = build_dataset(args.images_per_pair, args.seed)
+    print(f"dataset: {len(images)} images in {time.time() - t0:.1f} s")
+
+    max_length = 16
+    tokenizer = build_tokenizer(max_length, args.work_dir / "tokenizer-src")
+    texts = sorted(set(prompts) | set(base_prompts) | {""})
+    text_index = {p: i for i, p in enumerate(texts)}
+    tokens = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+    full_idx = torch.tensor([text_index[p] for p in prompts])
+    base_idx = torch.tensor([text_index[p] for p in base_prompts])
+    empty_idx = text_index[""]
+
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=max_length, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    ))
+    unet = ToyUNet(sample_size=32, cross_attention_dim=64)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                              prediction_type="epsilon", clip_sample=False)
+    alphas_cumprod = scheduler.alphas_cumprod.float()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    warmup = 100
+    lr_lambda = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    ema = EMAModel(params, decay=args.ema_decay, use_ema_warmup=True)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    step = 0
+
+    ckpt_path = args.work_dir / "ckpt.pt"
+    if args.resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=True)
+        unet.load_state_dict(ck["unet"])
+        text_encoder.load_state_dict(ck["text_encoder"])
+        optimizer.load_state_dict(ck["optimizer"])
+        lr_sched.load_state_dict(ck["lr_sched"])
+        ema.load_state_dict(ck["ema"])
+        g.set_state(ck["generator"])
+        step = int(ck["step"])
+        print(f"resumed at step {step}")
+
+    def save_ckpt():
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "optimizer": optimizer.state_dict(),
+                    "lr_sched": lr_sched.state_dict(), "ema": ema.state_dict(), "generator": g.get_state(), "step": step}, tmp)
+        tmp.replace(ckpt_path)
+
+    unet.train()
+    text_encoder.train()
+    bar = tqdm(total=args.steps, initial=step, desc="toy prior", unit="step")
+    t_train = time.time()
+    losses = []
+    try:
+        while step < args.steps:
+            idx = torch.randint(0, len(images), (args.batch_size,), generator=g)
+            x0 = images[idx]
+            # Condition dropout (CFG) and view-suffix dropout.
+            u = torch.rand(args.batch_size, generator=g)
+            text_ids = torch.where(u < args.cond_dropout, torch.full_like(idx, empty_idx),
+                                   torch.where(u < args.cond_dropout + args.view_dropout, base_idx[idx], full_idx[idx]))
+            uniq, inverse = text_ids.unique(return_inverse=True)
+            embeddings = text_encoder(tokens[uniq]).last_hidden_state[inverse]
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch_size,), generator=g)
+            eps = torch.randn(x0.shape, generator=g)
+            # Forward process q(x_t | x_0), DDPM Eq. 4.
+            abar = alphas_cumprod[t].view(-1, 1, 1, 1)
+            x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+            # Simplified objective L_simple, DDPM Eq. 14.
+            loss = torch.nn.functional.mse_loss(unet(x_t, t, embeddings).sample, eps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            lr_sched.step()
+            ema.step(params)
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+            if step % args.ckpt_every == 0:
+                save_ckpt()
+    except KeyboardInterrupt:
+        save_ckpt()
+        raise SystemExit(f"interrupted at step {step}; checkpoint saved, continue with --resume")
+    bar.close()
+    save_ckpt()
+    train_s = time.time() - t_train
+    print(f"trained {args.steps} steps in {train_s / 60:.1f} min (this process); final loss {sum(losses[-100:]) / max(1, len(losses[-100:])):.4f}")
+
+    # Save the EMA weights in diffusers layout, fp16 (loaded back as fp32 on CPU).
+    ema.copy_to(params)
+    out = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    unet.to(torch.float16).save_pretrained(out / "unet")
+    text_encoder.to(torch.float16).save_pretrained(out / "text_encoder")
+    tokenizer.save_pretrained(out / "tokenizer")
+    scheduler.save_pretrained(out / "scheduler")
+    import diffusers
+
+    (out / "model_index.json").write_text(json.dumps({
+        "_class_name": "SDS3DToyPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["sds3d.priors.toy_unet", "ToyUNet"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+    }, indent=2) + "\n")
+    (out / "training.json").write_text(json.dumps({
+        "steps": args.steps, "batch_size": args.batch_size, "images": len(images), "lr": args.lr,
+        "ema_decay": args.ema_decay, "cond_dropout": args.cond_dropout, "view_dropout": args.view_dropout,
+        "seed": args.seed, "threads": args.threads, "train_minutes_last_process": round(train_s / 60, 2),
+        "final_loss": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5),
+    }, indent=2) + "\n")
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote {out} ({size / 1e6:.1f} MB)")
+
+
