@@ -1,0 +1,337 @@
+"""Metrics of a run for toy-world prompts ("a {colour} {shape}"): shape IoU, colour error, recognition.
+
+Everything is compared in the world frame (+z up) against the analytic ground truth of
+``sds3d.toyworld``. ``evaluate_run`` reads what a run folder holds and merges the metrics into
+its ``summary.json`` under the key ``"eval"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import trimesh
+from torch import Tensor
+
+from .toyworld import world
+from .toyworld.prompts import parse_prompt
+from .toyworld.shapes import occupancy
+
+#: Yaw period of each shape kind about +z (0: rotationally symmetric, no search needed).
+YAW_PERIOD_DEG = {"sphere": 0.0, "capped_cone": 0.0, "rounded_box": 90.0, "torus": 360.0}
+
+
+class EvalError(ValueError):
+    """A run that cannot be evaluated (the message says why and what to do)."""
+
+
+def grid_centres(resolution: int, bound: float = 1.0) -> np.ndarray:
+    """Voxel centres along one axis of ``[-bound, bound]`` (as ``toyworld.shapes.occupancy_grid``). (R,)."""
+    return ((np.arange(resolution) + 0.5) / resolution * 2.0 - 1.0) * bound
+
+
+def _parity_along_axis(vertices: np.ndarray, faces: np.ndarray, axis: int, c: np.ndarray) -> np.ndarray:
+    """Inside/outside at the grid by counting crossings of rays along ``axis`` (even-odd rule)."""
+    R = len(c)
+    h = c[1] - c[0]
+    u_ax, v_ax = [a for a in range(3) if a != axis]
+    tri = vertices[faces]  # (F, 3, 3)
+    # A tiny irrational shift of the rays so none passes exactly through a mesh edge or vertex.
+    uv = tri[..., [u_ax, v_ax]] - np.array([math.sqrt(2.0), math.sqrt(3.0)]) * 1e-7 * h
+    w = tri[..., axis]
+    # Rays at (c[i], c[j]) inside each triangle's bounding box: idx = (x - c0) / h.
+    lo = np.ceil((uv.min(axis=1) - c[0]) / h).astype(np.int64).clip(0, R)
+    hi = np.floor((uv.max(axis=1) - c[0]) / h).astype(np.int64).clip(-1, R - 1)
+    nu, nv = (hi - lo + 1).clip(min=0).T
+    counts = nu * nv
+    face = np.repeat(np.arange(len(faces)), counts)
+    local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    i = lo[face, 0] + local % nu[face]
+    j = lo[face, 1] + local // nu[face]
+    p = np.stack([c[i], c[j]], axis=-1)
+    a, b, d = uv[face, 0], uv[face, 1], uv[face, 2]
+    e0, e1, e2 = b - a, d - a, p - a
+    det = e0[:, 0] * e1[:, 1] - e0[:, 1] * e1[:, 0]
+    ok = np.abs(det) > 1e-18
+    det = np.where(ok, det, 1.0)
+    l1 = (e2[:, 0] * e1[:, 1] - e2[:, 1] * e1[:, 0]) / det
+    l2 = (e0[:, 0] * e2[:, 1] - e0[:, 1] * e2[:, 0]) / det
+    hit = ok & (l1 >= 0) & (l2 >= 0) & (l1 + l2 <= 1)
+    face, i, j, l1, l2 = face[hit], i[hit], j[hit], l1[hit], l2[hit]
+    z = (1 - l1 - l2) * w[face, 0] + l1 * w[face, 1] + l2 * w[face, 2]
+    k = np.searchsorted(c, z, side="right")  # first voxel centre above the crossing
+    toggles = np.zeros((R, R, R + 1), np.int32)
+    np.add.at(toggles, (i, j, k), 1)
+    inside = (np.cumsum(toggles, axis=-1)[..., :R] % 2).astype(bool)  # index [u, v, axis]
+    order = [0, 0, 0]
+    order[u_ax], order[v_ax], order[axis] = 0, 1, 2
+    return np.transpose(inside, order)
+
+
+def mesh_occupancy(mesh: trimesh.Trimesh, resolution: int = 64, bound: float = 1.0) -> np.ndarray:
+    """Whether each voxel centre of ``[-bound, bound]^3`` lies inside the mesh.
+
+    Ray parity (even-odd crossings) along the x, y and z axes, majority vote of the three:
+    vectorised, O(faces + voxels), and robust to a small hole or a stray face. (trimesh's
+    ``contains`` needs rtree/embree, absent here; ``voxelized().fill()`` took 26-80 ms vs 10-28 ms
+    for this at 64^3 with ~20k faces, is not aligned to the grid and counts surface voxels as
+    inside; a winding number is O(voxels x faces).)
+
+    Returns:
+        bool array of shape (R, R, R), index [x, y, z], like ``toyworld.shapes.occupancy_grid``.
+    """
+    c = grid_centres(resolution, bound)
+    v, f = np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
+    if len(f) == 0:
+        return np.zeros((resolution,) * 3, bool)
+    votes = sum(_parity_along_axis(v, f, axis, c).astype(np.int8) for axis in range(3))
+    return votes >= 2
+
+
+def _rotate_z(p: Tensor, deg: float) -> Tensor:
+    a = math.radians(deg)
+    ca, sa = math.cos(a), math.sin(a)
+    R = p.new_tensor([[ca, -sa, 0.0], [sa, ca, 0.0], [0.0, 0.0, 1.0]])
+    return p @ R  # row vectors: p @ R = (R^T p^T)^T, i.e. rotation by -deg
+
+
+def mesh_iou_yaw(mesh_world: trimesh.Trimesh, shape: str, resolution: int = 64, yaw_step_deg: float = 5.0) -> tuple[float, float]:
+    """Best IoU over yaw and the yaw (degrees) of the ground truth that achieves it. See ``mesh_iou``."""
+    if yaw_step_deg <= 0:
+        raise EvalError(f"yaw_step_deg={yaw_step_deg}; use a positive step such as 5")
+    pred = torch.from_numpy(mesh_occupancy(mesh_world, resolution)).reshape(-1)
+    c = torch.from_numpy(grid_centres(resolution)).float()
+    points = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1).reshape(-1, 3)
+    kind = world.spec()["shapes"][shape]["kind"] if shape in world.SHAPES else None
+    if kind is None:
+        raise EvalError(f"unknown toy shape {shape!r}; the toy world has {', '.join(world.SHAPES)}")
+    period = YAW_PERIOD_DEG[kind]
+    yaws = np.arange(0.0, period, yaw_step_deg) if period > 0 else np.zeros(1)
+    best = (-1.0, 0.0)
+    with torch.no_grad():
+        for yaw in yaws:
+            # Ground truth rotated by +yaw about +z: inside(p) = occupancy(R_z(-yaw) p).
+            gt = occupancy(shape, _rotate_z(points, float(yaw)))
+            union = (gt | pred).sum().item()
+            iou = (gt & pred).sum().item() / union if union else 0.0
+            if iou > best[0]:
+                best = (iou, float(yaw))
+    return best
+
+
+def mesh_iou(mesh_world: trimesh.Trimesh, shape: str, resolution: int = 64, yaw_step_deg: float = 5.0) -> float:
+    """Volumetric IoU of a mesh with a toy shape, best over yaw of the ground truth about +z.
+
+    Both occupancies are sampled at the voxel centres of a ``resolution^3`` grid over
+    ``[-1, 1]^3`` in the world frame: the mesh's by ``mesh_occupancy``, the ground truth's by
+    ``toyworld.shapes.occupancy`` rotated by yaw in ``[0, period)`` with ``yaw_step_deg`` steps,
+    where the period is the shape's symmetry about +z (sphere and cone: none needed; cube: 90°;
+    torus: 360°). SDS fixes no azimuth of the object, so yaw is a free parameter; tilt is not.
+
+    Returns:
+        IoU in [0, 1].
+    """
+    return mesh_iou_yaw(mesh_world, shape, resolution, yaw_step_deg)[0]
+
+
+def _mesh_colour_at(mesh: trimesh.Trimesh, points: np.ndarray, face_index: np.ndarray) -> np.ndarray:
+    """Mesh colour (RGB in [0, 1]) at surface points: vertex colours interpolated, or texture converted to them."""
+    visual = mesh.visual
+    if visual.kind == "texture":
+        visual = visual.to_color()
+    if visual.kind != "vertex":
+        raise EvalError("the mesh has no vertex colours or texture to measure the colour of; pass the field")
+    colours = np.asarray(visual.vertex_colors, np.float64)[:, :3] / 255.0
+    tri = mesh.vertices[mesh.faces[face_index]]
+    bary = trimesh.triangles.points_to_barycentric(tri, points)
+    return (colours[mesh.faces[face_index]] * bary[..., None]).sum(axis=1)
+
+
+def colour_error(field, mesh_world: trimesh.Trimesh, colour: str, n_points: int = 4096, seed: int = 0) -> float:
+    """Mean L2 distance in linear RGB between the surface albedo and the prompted colour.
+
+    ``n_points`` points are sampled uniformly by area on the mesh surface (trimesh, fixed
+    ``seed``); at each, the albedo is ``field.albedo(p)`` (or, with ``field=None``, the mesh's own
+    vertex/texture colour); the error is ``mean_p ||albedo(p) - c||_2`` where ``c`` is the
+    colour's linear RGB in ``toyworld.json``. Range [0, sqrt(3)]; 0 is a perfect match. For scale:
+    the nearest two world colours (red and yellow) are 0.75 apart.
+
+    Returns:
+        The mean error.
+    """
+    if colour not in world.COLOURS:
+        raise EvalError(f"unknown toy colour {colour!r}; the toy world has {', '.join(world.COLOURS)}")
+    if len(mesh_world.faces) == 0:
+        raise EvalError("the mesh is empty; export the run again (sds3d export RUN_DIR)")
+    points, face_index = trimesh.sample.sample_surface(mesh_world, n_points, seed=seed)
+    if field is None:
+        albedo = _mesh_colour_at(mesh_world, points, face_index)
+    else:
+        from .export.mesh import _field_device, query_field
+
+        albedo = query_field(field.albedo, points, _field_device(field)).astype(np.float64)
+    target = world.colour_rgb(colour).numpy().astype(np.float64)
+    return float(np.linalg.norm(albedo - target, axis=-1).mean())
+
+
+def recognition(images: Tensor, expected: tuple[str, str]) -> tuple[float, list[tuple[str, str]]]:
+    """How many views the independent toy-world judge recognises as the prompted object.
+
+    Args:
+        images: views of the object on white, RGB in [0, 1]. Shape: (B, 3, H, W) (8 views, 32x32).
+        expected: (colour, shape) of the prompt.
+
+    Returns:
+        fraction of views judged exactly ``expected`` (colour and shape), and the per-view labels.
+
+    Raises:
+        EvalError: the judge (``sds3d.toyworld.judge``) is not available.
+    """
+    try:
+        from .toyworld.judge import judge
+    except ImportError as e:
+        raise EvalError(f"the toy-world judge is unavailable ({e}); recognition needs sds3d.toyworld.judge") from e
+    labels = [tuple(label) for label in judge(images)]
+    if not labels:
+        return 0.0, []
+    return sum(label == tuple(expected) for label in labels) / len(labels), labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders
+# ---------------------------------------------------------------------------------------------
+
+
+def load_run_field(run_dir: Path):
+    """HOOK(trainer): the trained field of a run (from ``ckpt/last.pt``), or None.
+
+    The trainer owns the checkpoint format; until it exists this looks for a function
+    ``sds3d.trainer.load_field(run_dir) -> field`` and returns None if there is none. Replace
+    or pass ``load_field=`` to ``evaluate_run`` to plug in another loader.
+    """
+    if not (Path(run_dir) / "ckpt" / "last.pt").exists():
+        return None
+    try:
+        from . import trainer
+    except ImportError:
+        return None
+    loader = getattr(trainer, "load_field", None)
+    return loader(Path(run_dir)) if loader is not None else None
+
+
+def default_render_views(field, n_views: int = 8) -> Tensor:
+    """Toy-world-like views of a field for the judge: lambertian under the world's light, white.
+
+    ``n_views`` cameras orbit at 20° elevation at the world's camera distance and field of view;
+    each view is rendered at 32 x 2 pixels and box-filtered to 32 (toyworld.json image spec).
+
+    Returns:
+        (n_views, 3, 32, 32) in [0, 1].
+    """
+    from .cameras import orbit_cameras
+    from .fields.background import Background, BackgroundConfig
+    from .render import RenderConfig, render
+
+    cams = orbit_cameras(n_views, elevation_deg=20.0, distance=world.CAMERA_DISTANCE, fov_y_deg=world.FOV_Y_DEG)
+    cfg = RenderConfig(light="fixed", ambient=world.AMBIENT, diffuse=world.DIFFUSE)
+    background = Background(BackgroundConfig(kind="solid", color=tuple(world.background().tolist())))
+    with torch.no_grad():
+        out = render(field, background, cams, cfg, shading="lambertian", light_dir=world.light_direction(),
+                     resolution=world.RESOLUTION * world.SUPERSAMPLING, stratified=False)
+    return torch.nn.functional.avg_pool2d(out["rgb"].float().cpu(), world.SUPERSAMPLING)
+
+
+def _run_prompt(config: dict) -> str:
+    for keys in (("prompt",), ("guidance", "prompt"), ("prompt_processor", "prompt"), ("trainer", "prompt")):
+        node = config
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, str):
+            return node
+    raise EvalError("config.yaml names no prompt (looked for prompt, guidance.prompt); is this a run folder?")
+
+
+def load_mesh_world(run_dir: Path, config: dict | None = None) -> trimesh.Trimesh:
+    """The run's ``mesh/mesh.obj`` moved back into the world frame (+z up).
+
+    The file -> world transform comes from ``mesh/mesh.json`` (written by ``write_mesh``), else
+    from ``export.up_axis`` in the config (default "y").
+    """
+    from .export.mesh import world_to_file
+
+    mesh_dir = Path(run_dir) / "mesh"
+    obj = mesh_dir / "mesh.obj"
+    if not obj.exists():
+        raise EvalError(f"{obj} does not exist; export the mesh first (sds3d export {run_dir})")
+    mesh = trimesh.load(obj, force="mesh")
+    meta = mesh_dir / "mesh.json"
+    if meta.exists():
+        T = np.asarray(json.loads(meta.read_text())["world_to_file"], np.float64)
+    else:
+        up = ((config or {}).get("export") or {}).get("up_axis", "y")
+        T = world_to_file(up)
+    mesh.apply_transform(np.linalg.inv(T))
+    return mesh
+
+
+def evaluate_run(
+    run_dir: Path,
+    field=None,
+    load_field: Callable[[Path], object] | None = load_run_field,
+    render_views: Callable[[object], Tensor] | None = default_render_views,
+    resolution: int = 64,
+    yaw_step_deg: float = 5.0,
+) -> dict:
+    """Toy-world metrics of a run, merged into ``run_dir/summary.json`` under ``"eval"``.
+
+    Reads ``config.yaml`` (the prompt), ``mesh/mesh.obj`` and the field (``field`` if given, else
+    ``load_field(run_dir)``; the default is the ``load_run_field`` hook). Without a field the
+    colour error uses the mesh's colours and recognition is skipped; every skipped metric is
+    None with its reason under ``"skipped"``.
+
+    Returns:
+        {"prompt", "colour", "shape", "mesh_iou", "yaw_deg", "colour_error", "colour_source",
+        "recognition", "recognition_labels", "skipped"}.
+    """
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise EvalError(f"{cfg_path} does not exist; pass a run folder written by `sds3d run`")
+    config = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+    prompt = _run_prompt(config)
+    colour, shape, _ = parse_prompt(prompt)
+    if colour is None or shape is None:
+        raise EvalError(f"prompt {prompt!r} is not a toy-world prompt 'a {{colour}} {{shape}}'; eval only knows the toy world")
+    mesh = load_mesh_world(run_dir, config)
+    if field is None and load_field is not None:
+        field = load_field(run_dir)
+
+    skipped: dict[str, str] = {}
+    iou, yaw = mesh_iou_yaw(mesh, shape, resolution, yaw_step_deg)
+    metrics: dict = {"prompt": prompt, "colour": colour, "shape": shape, "mesh_iou": iou, "yaw_deg": yaw}
+    metrics["colour_error"] = colour_error(field, mesh, colour)
+    metrics["colour_source"] = "field" if field is not None else "mesh"
+    metrics["recognition"], metrics["recognition_labels"] = None, None
+    if field is None:
+        skipped["recognition"] = "no field: ckpt/last.pt missing or no loader (see sds3d.eval.load_run_field)"
+    elif render_views is None:
+        skipped["recognition"] = "no renderer given"
+    else:
+        try:
+            frac, labels = recognition(render_views(field), (colour, shape))
+            metrics["recognition"], metrics["recognition_labels"] = frac, [list(x) for x in labels]
+        except (ImportError, EvalError) as e:
+            skipped["recognition"] = str(e)
+    metrics["skipped"] = skipped
+
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary["eval"] = {**summary.get("eval", {}), **metrics}
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return metrics

@@ -1,0 +1,27 @@
+"""Mesh export (marching cubes, cleanup, UV texture, .obj/.glb/.ply) and orbit videos."""
+
+from .mesh import (
+    EmptyMeshError,
+    ExportConfig,
+    ExportError,
+    auto_threshold,
+    density_grid,
+    extract_mesh,
+    remove_floaters,
+    world_to_file,
+    write_mesh,
+)
+from .video import write_orbit_video
+
+__all__ = [
+    "EmptyMeshError",
+    "ExportConfig",
+    "ExportError",
+    "auto_threshold",
+    "density_grid",
+    "extract_mesh",
+    "remove_floaters",
+    "world_to_file",
+    "write_mesh",
+    "write_orbit_video",
+]

@@ -1,0 +1,335 @@
+"""Mesh extraction from a density field: grid -> iso level -> marching cubes -> cleanup -> colours.
+
+The field contract (``sds3d.fields.nerf``): ``field.bound`` (scene AABB ``[-bound, bound]^3``, world
+frame, +z up), ``field.density(x (N, 3)) -> sigma (N,)``, ``field.albedo(x (N, 3)) -> (N, 3)`` in [0, 1].
+Everything is world frame until ``write_mesh``, which applies the file's up axis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import trimesh
+from skimage.measure import marching_cubes
+
+from . import texture as texture_mod
+
+# Optical depth at which a ray's accumulated opacity reaches 1/2: 1 - exp(-tau) = 0.5.
+_HALF_OPACITY_DEPTH = math.log(2.0)
+
+UP_AXES = ("y", "z")
+TEXTURE_MODES = ("auto", "uv", "vertex")
+FORMATS = ("obj", "glb", "ply")
+
+
+class ExportError(ValueError):
+    """A user-fixable problem with mesh export (the CLI maps ValueError to exit code 2)."""
+
+
+class EmptyMeshError(ExportError):
+    """The field has no surface at the chosen level."""
+
+
+@dataclass
+class ExportConfig:
+    """Mesh export settings (threestudio-style typed config).
+
+    Attributes:
+        resolution: density grid samples per axis over ``[-bound, bound]``.
+        threshold: iso level on the density sigma. ``"auto"`` picks the density at which rays
+            entering the grid along the 6 axis directions reach 50% accumulated opacity (see
+            ``auto_threshold``), so the mesh sits where the rendered surface is, whatever the
+            scale of the trained density; a number is used as is.
+        up_axis: ``"y"``: files are +y up with the object's front (world +x, azimuth 0) facing +z
+            (glTF / Blender OBJ import convention); ``"z"``: files keep the world frame.
+        min_component_fraction: connected components with fewer than this fraction of all faces
+            are floaters and are dropped (0 keeps everything).
+        texture: ``"auto"``: xatlas UV atlas + baked albedo PNG if ``xatlas`` imports, else vertex
+            colours; ``"uv"``: require the atlas; ``"vertex"``: vertex colours only.
+        texture_size: albedo texture width = height in pixels.
+        formats: files to write, any of ``obj``, ``glb``, ``ply``.
+        chunk_size: points per field query.
+    """
+
+    resolution: int = 128
+    threshold: Any = "auto"  # str | float (OmegaConf structured configs have no unions)
+    up_axis: str = "y"
+    min_component_fraction: float = 0.05
+    texture: str = "auto"
+    texture_size: int = 512
+    formats: list = dataclass_field(default_factory=lambda: ["obj"])
+    chunk_size: int = 65536
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+def check_config(cfg: ExportConfig) -> None:
+    """Raise ``ExportError`` naming the first invalid setting."""
+    if int(cfg.resolution) < 8:
+        raise ExportError(f"export.resolution={cfg.resolution} is too small; use at least 8 (default 128)")
+    if isinstance(cfg.threshold, str) and cfg.threshold != "auto":
+        try:
+            float(cfg.threshold)
+        except ValueError:
+            raise ExportError(f"export.threshold={cfg.threshold!r}; use 'auto' or a density value such as 10") from None
+    if cfg.up_axis not in UP_AXES:
+        raise ExportError(f"export.up_axis={cfg.up_axis!r}; use one of {', '.join(UP_AXES)}")
+    if cfg.texture not in TEXTURE_MODES:
+        raise ExportError(f"export.texture={cfg.texture!r}; use one of {', '.join(TEXTURE_MODES)}")
+    bad = [f for f in cfg.formats if f not in FORMATS]
+    if bad or not cfg.formats:
+        raise ExportError(f"export.formats={list(cfg.formats)}; use a non-empty subset of {', '.join(FORMATS)}")
+    if not 0.0 <= float(cfg.min_component_fraction) < 1.0:
+        raise ExportError(f"export.min_component_fraction={cfg.min_component_fraction}; use a value in [0, 1)")
+    if int(cfg.texture_size) < 16:
+        raise ExportError(f"export.texture_size={cfg.texture_size}; use at least 16 (default 512)")
+
+
+def _field_device(field) -> torch.device:
+    if isinstance(field, torch.nn.Module):
+        p = next(field.parameters(), None)
+        if p is not None:
+            return p.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def query_field(fn, points: np.ndarray | Tensor, device: torch.device, chunk_size: int = 65536) -> np.ndarray:
+    """Evaluate a field function on points in chunks without gradients.
+
+    Args:
+        fn: ``field.density`` or ``field.albedo``.
+        points: world points. Shape: (N, 3).
+
+    Returns:
+        float32 array of shape (N,) or (N, C).
+    """
+    pts = torch.as_tensor(np.asarray(points), dtype=torch.float32)
+    out = [fn(pts[i : i + chunk_size].to(device)).float().cpu() for i in range(0, len(pts), chunk_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0,), np.float32)
+
+
+def density_grid(field, resolution: int, chunk_size: int = 65536) -> tuple[np.ndarray, float]:
+    """Density sampled at the vertices of a regular grid over ``[-bound, bound]^3``.
+
+    Returns:
+        sigma of shape (R, R, R), index [x, y, z]; the grid spacing.
+    """
+    bound = float(field.bound)
+    c = np.linspace(-bound, bound, resolution, dtype=np.float32)
+    xyz = np.stack(np.meshgrid(c, c, c, indexing="ij"), axis=-1).reshape(-1, 3)
+    sigma = query_field(field.density, xyz, _field_device(field), chunk_size).reshape(resolution, resolution, resolution)
+    return np.nan_to_num(sigma, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0.0), 2.0 * bound / (resolution - 1)
+
+
+def auto_threshold(sigma: np.ndarray, spacing: float) -> float:
+    """The density level of the surface a renderer sees, from axis-aligned rays through the grid.
+
+    Along each grid line, in each of the 6 axis directions, the optical depth
+    ``tau(s) = int sigma ds`` (trapezoid rule) is accumulated from the entry face; where it first
+    reaches ln 2 (accumulated opacity ``1 - exp(-tau) = 0.5``, the volume-rendering equation of
+    NeRF, Mildenhall et al. 2020, Eq. 3) the density is read off, linearly interpolated between the
+    two bracketing samples as marching cubes does; a semi-transparent field whose density levels off
+    before the ray is half opaque takes the half-maximum edge instead (the min of the two). The level
+    is the median over all rays that become half opaque.
+    Unlike a fixed density (which empties the mesh of a weakly trained field) or Otsu on the
+    histogram (which follows exponential density tails), this level tracks the rendered surface.
+
+    Args:
+        sigma: density grid. Shape: (R, R, R).
+        spacing: distance between grid samples.
+
+    Returns:
+        The iso level.
+
+    Raises:
+        EmptyMeshError: no ray becomes half opaque.
+    """
+    levels = []
+    for axis in range(3):
+        for flip in (False, True):
+            s = np.moveaxis(sigma, axis, -1)
+            s = s[..., ::-1] if flip else s
+            s = s.reshape(-1, s.shape[-1]).astype(np.float64)
+            tau = np.concatenate([np.zeros((len(s), 1)), np.cumsum(0.5 * (s[:, 1:] + s[:, :-1]) * spacing, axis=1)], axis=1)
+            crossed = tau[:, -1] >= _HALF_OPACITY_DEPTH
+            if not crossed.any():
+                continue
+            s, tau = s[crossed], tau[crossed]
+            k = np.argmax(tau >= _HALF_OPACITY_DEPTH, axis=1)  # first sample past the half-opacity depth (k >= 1)
+            rows = np.arange(len(k))
+            t0, t1 = tau[rows, k - 1], tau[rows, k]
+            f = (_HALF_OPACITY_DEPTH - t0) / np.maximum(t1 - t0, 1e-12)
+            crossing = s[rows, k - 1] + f * (s[rows, k] - s[rows, k - 1])
+            levels.append(np.minimum(crossing, 0.5 * s.max(axis=1)))
+    if not levels:
+        raise EmptyMeshError(
+            f"the field is transparent: no ray through the grid reaches 50% opacity (max density "
+            f"{float(sigma.max()):.3g}); train longer, check the run's density, or pass export.threshold=<smaller number>"
+        )
+    return float(np.median(np.concatenate(levels)))
+
+
+def resolve_threshold(cfg: ExportConfig, sigma: np.ndarray, spacing: float) -> float:
+    """The iso level cfg asks for on this grid."""
+    return auto_threshold(sigma, spacing) if cfg.threshold == "auto" else float(cfg.threshold)
+
+
+def remove_floaters(mesh: trimesh.Trimesh, min_component_fraction: float) -> trimesh.Trimesh:
+    """Drop connected components with fewer than ``min_component_fraction`` of the faces.
+
+    The largest component is always kept.
+    """
+    if min_component_fraction <= 0.0 or len(mesh.faces) == 0:
+        return mesh
+    parts = mesh.split(only_watertight=False)
+    if len(parts) <= 1:
+        return mesh
+    n_faces = sum(len(p.faces) for p in parts)
+    largest = max(len(p.faces) for p in parts)
+    keep = [p for p in parts if len(p.faces) >= min_component_fraction * n_faces or len(p.faces) == largest]
+    return trimesh.util.concatenate(keep)
+
+
+def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
+    """Marching cubes of the field's density, cleaned, with albedo vertex colours. World frame.
+
+    The grid is padded with one layer of zero density so surfaces cut by the box are closed.
+
+    Args:
+        field: a field (module docstring contract).
+        cfg: export settings; ``resolution``, ``threshold``, ``min_component_fraction`` are used.
+
+    Returns:
+        A mesh with outward faces (positive volume when closed) and RGBA uint8 vertex colours.
+
+    Raises:
+        EmptyMeshError: no surface at the level (the message says what to try).
+    """
+    cfg = cfg or ExportConfig()
+    bound = float(field.bound)
+    sigma, spacing = density_grid(field, int(cfg.resolution), int(cfg.chunk_size))
+    level = resolve_threshold(cfg, sigma, spacing)
+    hi = float(sigma.max())
+    if not (level < hi):
+        raise EmptyMeshError(
+            f"no density exceeds the iso level {level:.3g} (max density {hi:.3g}); "
+            f"pass export.threshold=<number below {hi:.3g}> or train longer"
+        )
+    padded = np.pad(sigma, 1, mode="constant", constant_values=0.0)
+    # sigma grows inwards; "ascent" makes skimage wind faces counter-clockwise seen from outside.
+    verts, faces, _, _ = marching_cubes(padded, level=level, spacing=(spacing,) * 3, gradient_direction="ascent")
+    verts = verts - (bound + spacing)  # undo the padding offset: grid sample 1 is at -bound
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=True)
+    mesh.update_faces(mesh.nondegenerate_faces())
+    mesh.remove_unreferenced_vertices()
+    mesh = remove_floaters(mesh, float(cfg.min_component_fraction))
+    if len(mesh.faces) == 0:
+        raise EmptyMeshError(f"marching cubes at level {level:.3g} found no surface; pass a different export.threshold")
+    if mesh.is_watertight and mesh.is_winding_consistent and mesh.volume < 0:
+        mesh.invert()
+    mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=albedo_colours(field, mesh.vertices, cfg.chunk_size))
+    mesh.metadata["iso_level"] = level
+    return mesh
+
+
+def albedo_colours(field, points: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
+    """RGBA uint8 colours of the field's albedo at points. Shape: (N, 4)."""
+    rgb = np.clip(query_field(field.albedo, points, _field_device(field), chunk_size), 0.0, 1.0)
+    # Albedo is written as is (no sRGB encoding) so the mesh looks like the training renders.
+    rgba = np.concatenate([np.round(rgb * 255.0), np.full((len(rgb), 1), 255.0)], axis=1)
+    return rgba.astype(np.uint8)
+
+
+def world_to_file(up_axis: str) -> np.ndarray:
+    """4x4 rotation from the world frame (+z up) to the file frame of ``up_axis``.
+
+    ``"y"``: (x, y, z)_world -> (y, z, x): world +z becomes +y (up) and world +x (the front,
+    azimuth 0) becomes +z, the direction glTF viewers and Blender's OBJ import call front.
+    """
+    if up_axis not in UP_AXES:
+        raise ExportError(f"up_axis={up_axis!r}; use one of {', '.join(UP_AXES)}")
+    T = np.eye(4)
+    if up_axis == "y":
+        T[:3, :3] = [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    return T
+
+
+def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None = None) -> dict:
+    """Write the mesh files of a run into ``out_dir / "mesh"``.
+
+    Writes ``mesh.obj`` + ``mesh.mtl`` (+ ``albedo.png`` when textured), ``mesh.glb``, ``mesh.ply``
+    as ``cfg.formats`` asks, in the frame of ``cfg.up_axis``, and ``mesh.json`` recording the
+    world -> file transform, the iso level and the texture mode (``sds3d.eval`` reads it).
+
+    Args:
+        mesh: world-frame mesh from ``extract_mesh`` (vertex colours).
+        field: the field, to bake the albedo texture (unused for vertex colours; may be None then).
+        out_dir: the run folder.
+        cfg: export settings.
+
+    Returns:
+        {"obj": path, "mtl": path, "texture": path, "glb": path, "ply": path, "meta": path}, only
+        for the files written.
+    """
+    cfg = cfg or ExportConfig()
+    check_config(cfg)
+    mesh_dir = Path(out_dir) / "mesh"
+    mesh_dir.mkdir(parents=True, exist_ok=True)
+    T = world_to_file(cfg.up_axis)
+
+    mode = cfg.texture
+    if mode == "auto":
+        mode = "uv" if (field is not None and texture_mod.xatlas_available()) else "vertex"
+    if mode == "uv":
+        if not texture_mod.xatlas_available():
+            raise ExportError("export.texture=uv needs xatlas: pip install 'sds3d[uv]' (or use export.texture=vertex)")
+        if field is None:
+            raise ExportError("export.texture=uv bakes the field's albedo; pass the field (or use export.texture=vertex)")
+        device = _field_device(field)
+        bake = lambda p: query_field(field.albedo, p, device, cfg.chunk_size)  # noqa: E731
+        out_mesh = texture_mod.textured_mesh(mesh, bake, int(cfg.texture_size))
+    else:
+        out_mesh = mesh.copy()
+    out_mesh.apply_transform(T)
+    vertex_mesh = mesh.copy()
+    vertex_mesh.apply_transform(T)
+
+    paths: dict = {}
+    for fmt in cfg.formats:
+        path = mesh_dir / f"mesh.{fmt}"
+        if fmt == "obj":
+            before = set(mesh_dir.iterdir())
+            out_mesh.export(path, file_type="obj", mtl_name="mesh.mtl", include_normals=True)
+            paths["obj"] = path
+            if (mesh_dir / "mesh.mtl").exists():
+                paths["mtl"] = mesh_dir / "mesh.mtl"
+            pngs = sorted(p for p in set(mesh_dir.iterdir()) - before if p.suffix == ".png") or sorted(mesh_dir.glob("albedo*.png"))
+            if mode == "uv" and pngs:
+                paths["texture"] = pngs[0]
+        elif fmt == "glb":
+            out_mesh.export(path, file_type="glb")
+            paths["glb"] = path
+        elif fmt == "ply":
+            # PLY readers know vertex colours, not textures.
+            vertex_mesh.export(path, file_type="ply")
+            paths["ply"] = path
+    meta = {
+        "world_to_file": T.tolist(),
+        "up_axis": cfg.up_axis,
+        "texture": mode,
+        "iso_level": mesh.metadata.get("iso_level"),
+        "resolution": int(cfg.resolution),
+        "faces": int(len(mesh.faces)),
+        "vertices": int(len(mesh.vertices)),
+    }
+    paths["meta"] = mesh_dir / "mesh.json"
+    paths["meta"].write_text(json.dumps(meta, indent=2))
+    return paths
