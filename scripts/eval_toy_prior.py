@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    from sds3d.config import slugify
+    from sds3d.paths import slugify
     from sds3d.priors import load_prior
     from sds3d.priors.sampling import sample_images
     from sds3d.toyworld.judge import judge

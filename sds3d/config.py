@@ -20,6 +20,7 @@ from .export import ExportConfig
 from .fields.background import BackgroundConfig
 from .fields.nerf import FieldConfig
 from .guidance import GuidanceConfig, check_guidance_config
+from .paths import slugify
 from .render import RenderConfig
 
 
@@ -183,12 +184,6 @@ def check_config(cfg: RunConfig) -> None:
         check_guidance_config(cfg.guidance)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-
-
-def slugify(text: str, max_len: int = 64) -> str:
-    """A safe folder name from free text: lowercase ASCII letters, digits and '-'."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-")
-    return slug or "run"
 
 
 def run_name(cfg: RunConfig) -> str:
