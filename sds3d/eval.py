@@ -207,40 +207,55 @@ def recognition(images: Tensor, expected: tuple[str, str]) -> tuple[float, list[
 
 
 def load_run_field(run_dir: Path):
-    """HOOK(trainer): the trained field of a run (from ``ckpt/last.pt``), or None.
+    """HOOK(trainer): the trained field of a run, from ``ckpt/last.pt``, or None.
 
-    The trainer owns the checkpoint format; until it exists this looks for a function
-    ``sds3d.trainer.load_field(run_dir) -> field`` and returns None if there is none. Replace
-    or pass ``load_field=`` to ``evaluate_run`` to plug in another loader.
+    Uses ``sds3d.runs.load_scene`` (the trainer's checkpoint format). Returns None when the run
+    has no checkpoint or the field/trainer code cannot be imported; a checkpoint that does not
+    match its config raises (the user's error). Pass ``load_field=`` to ``evaluate_run`` to use
+    another loader.
     """
-    if not (Path(run_dir) / "ckpt" / "last.pt").exists():
+    run_dir = Path(run_dir)
+    if not (run_dir / "ckpt" / "last.pt").exists():
         return None
     try:
-        from . import trainer
+        from .runs import load_run_config, load_scene
     except ImportError:
         return None
-    loader = getattr(trainer, "load_field", None)
-    return loader(Path(run_dir)) if loader is not None else None
+    field, _ = load_scene(load_run_config(run_dir), run_dir)
+    return field
 
 
-def default_render_views(field, n_views: int = 8) -> Tensor:
-    """Toy-world-like views of a field for the judge: lambertian under the world's light, white.
+def default_render_views(field, n_views: int = 8, render_cfg=None) -> Tensor:
+    """Toy-world-like views of a field for the judge: lambertian under the world's light, on white.
 
     ``n_views`` cameras orbit at 20° elevation at the world's camera distance and field of view;
     each view is rendered at 32 x 2 pixels and box-filtered to 32 (toyworld.json image spec).
+    The background is always the world's white (the judge separates the object from white).
+
+    Args:
+        field: the trained field.
+        n_views: number of views.
+        render_cfg: the run's ``RenderConfig`` (samples per ray, chunking); default ``RenderConfig()``.
+            Its light and shading constants are replaced by the toy world's.
 
     Returns:
         (n_views, 3, 32, 32) in [0, 1].
     """
+    import dataclasses
+
     from .cameras import orbit_cameras
     from .fields.background import Background, BackgroundConfig
     from .render import RenderConfig, render
 
+    cfg = render_cfg if render_cfg is not None else RenderConfig()
+    if dataclasses.is_dataclass(cfg):
+        cfg = dataclasses.replace(cfg, light="fixed", ambient=world.AMBIENT, diffuse=world.DIFFUSE,
+                                  light_direction=tuple(world.spec()["shading"]["light_direction"]))
     cams = orbit_cameras(n_views, elevation_deg=20.0, distance=world.CAMERA_DISTANCE, fov_y_deg=world.FOV_Y_DEG)
-    cfg = RenderConfig(light="fixed", ambient=world.AMBIENT, diffuse=world.DIFFUSE)
-    background = Background(BackgroundConfig(kind="solid", color=tuple(world.background().tolist())))
+    device = next(field.parameters()).device if isinstance(field, torch.nn.Module) else torch.device("cpu")
+    background = Background(BackgroundConfig(kind="solid", color=tuple(world.background().tolist()))).to(device)
     with torch.no_grad():
-        out = render(field, background, cams, cfg, shading="lambertian", light_dir=world.light_direction(),
+        out = render(field, background, cams.to(device), cfg, shading="lambertian", light_dir=world.light_direction().to(device),
                      resolution=world.RESOLUTION * world.SUPERSAMPLING, stratified=False)
     return torch.nn.functional.avg_pool2d(out["rgb"].float().cpu(), world.SUPERSAMPLING)
 
@@ -281,17 +296,31 @@ def load_mesh_world(run_dir: Path, config: dict | None = None) -> trimesh.Trimes
 def evaluate_run(
     run_dir: Path,
     field=None,
+    background=None,
+    cfg=None,
     load_field: Callable[[Path], object] | None = load_run_field,
-    render_views: Callable[[object], Tensor] | None = default_render_views,
+    render_views: Callable[[object], Tensor] | None = None,
     resolution: int = 64,
     yaw_step_deg: float = 5.0,
 ) -> dict:
     """Toy-world metrics of a run, merged into ``run_dir/summary.json`` under ``"eval"``.
 
-    Reads ``config.yaml`` (the prompt), ``mesh/mesh.obj`` and the field (``field`` if given, else
-    ``load_field(run_dir)``; the default is the ``load_run_field`` hook). Without a field the
-    colour error uses the mesh's colours and recognition is skipped; every skipped metric is
-    None with its reason under ``"skipped"``.
+    Reads the prompt (``cfg.prompt``, else ``config.yaml``), ``mesh/mesh.obj`` and the field
+    (``field`` if given, else ``load_field(run_dir)``; the default is the ``load_run_field``
+    hook). Without a field the colour error uses the mesh's colours and recognition is skipped;
+    every skipped metric is None with its reason under ``"skipped"``.
+
+    Args:
+        run_dir: the run folder.
+        field: the trained field, if the caller has it loaded.
+        background: the run's background; unused: recognition renders on the toy world's white,
+            which the judge expects (accepted so callers can pass the scene as loaded).
+        cfg: the run's ``RunConfig`` (prompt, ``export.up_axis``, ``render``), else read from config.yaml.
+        load_field: loader used when ``field`` is None.
+        render_views: ``field -> (8, 3, 32, 32)`` views for the judge; default ``default_render_views``
+            with the run's render config.
+        resolution: IoU grid per axis over [-1, 1]^3.
+        yaw_step_deg: IoU yaw search step.
 
     Returns:
         {"prompt", "colour", "shape", "mesh_iou", "yaw_deg", "colour_error", "colour_source",
@@ -299,18 +328,26 @@ def evaluate_run(
     """
     from omegaconf import OmegaConf
 
+    del background  # documented above: the judge needs white
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.exists():
-        raise EvalError(f"{cfg_path} does not exist; pass a run folder written by `sds3d run`")
-    config = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
-    prompt = _run_prompt(config)
+    if cfg is not None:
+        prompt = str(cfg.prompt)
+        config = {"export": {"up_axis": str(cfg.export.up_axis)}}
+    else:
+        cfg_path = run_dir / "config.yaml"
+        if not cfg_path.exists():
+            raise EvalError(f"{cfg_path} does not exist; pass a run folder written by `sds3d run`")
+        config = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+        prompt = _run_prompt(config)
     colour, shape, _ = parse_prompt(prompt)
     if colour is None or shape is None:
         raise EvalError(f"prompt {prompt!r} is not a toy-world prompt 'a {{colour}} {{shape}}'; eval only knows the toy world")
     mesh = load_mesh_world(run_dir, config)
     if field is None and load_field is not None:
         field = load_field(run_dir)
+    if render_views is None:
+        render_cfg = getattr(cfg, "render", None)
+        render_views = lambda f: default_render_views(f, render_cfg=render_cfg)  # noqa: E731
 
     skipped: dict[str, str] = {}
     iou, yaw = mesh_iou_yaw(mesh, shape, resolution, yaw_step_deg)
@@ -320,14 +357,12 @@ def evaluate_run(
     metrics["recognition"], metrics["recognition_labels"] = None, None
     if field is None:
         skipped["recognition"] = "no field: ckpt/last.pt missing or no loader (see sds3d.eval.load_run_field)"
-    elif render_views is None:
-        skipped["recognition"] = "no renderer given"
     else:
         try:
             frac, labels = recognition(render_views(field), (colour, shape))
             metrics["recognition"], metrics["recognition_labels"] = frac, [list(x) for x in labels]
-        except (ImportError, EvalError) as e:
-            skipped["recognition"] = str(e)
+        except (ImportError, EvalError) as e:  # judge or renderer (sds3d.render) not available
+            skipped["recognition"] = str(e) or type(e).__name__
     metrics["skipped"] = skipped
 
     summary_path = run_dir / "summary.json"

@@ -105,7 +105,7 @@ def test_evaluate_run_merges_into_summary(tmp_path, monkeypatch):
     (tmp_path / "config.yaml").write_text(f"prompt: a {colour} {shape}\nseed: 0\n")
     (tmp_path / "summary.json").write_text(json.dumps({"steps": 600, "eval": {"old": 1}}))
     field = ToyField(shape, world.colour_rgb(colour).tolist())
-    write_mesh(extract_mesh(field, ExportConfig(resolution=40)), field, tmp_path,
+    write_mesh(extract_mesh(field, ExportConfig(resolution=40)), field, tmp_path / "mesh",
                ExportConfig(resolution=40, texture="vertex", up_axis="y"))
     seen = []
 

@@ -104,7 +104,7 @@ def test_up_axis_y_maps_world_z_to_y(tmp_path):
     mesh = extract_mesh(field, ExportConfig(resolution=32))
     for up, centre in (("y", (0.0, 0.4, 0.0)), ("z", (0.0, 0.0, 0.4))):
         cfg = ExportConfig(resolution=32, up_axis=up, texture="vertex", formats=["obj", "ply"])
-        paths = write_mesh(mesh, field, tmp_path / up, cfg)
+        paths = write_mesh(mesh, field, tmp_path / up / "mesh", cfg)
         for fmt in ("obj", "ply"):
             loaded = trimesh.load(paths[fmt], force="mesh")
             np.testing.assert_allclose(loaded.bounds.mean(axis=0), centre, atol=0.03)
@@ -129,8 +129,8 @@ def test_textured_obj_round_trips_through_trimesh(tmp_path):
     field = SphereField()
     mesh = extract_mesh(field, ExportConfig(resolution=20))
     cfg = ExportConfig(resolution=20, texture="uv", texture_size=128, formats=["obj", "glb"])
-    paths = write_mesh(mesh, field, tmp_path, cfg)
-    assert paths["obj"] == tmp_path / "mesh" / "mesh.obj"
+    paths = write_mesh(mesh, field, tmp_path / "mesh", cfg)
+    assert paths["obj"] == tmp_path / "mesh" / "mesh.obj" and paths["meta"].exists()
     assert f"map_Kd {paths['texture'].name}" in paths["mtl"].read_text()
     assert f"mtllib {paths['mtl'].name}" in paths["obj"].read_text()
     loaded = trimesh.load(paths["obj"], force="mesh")

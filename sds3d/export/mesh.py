@@ -214,6 +214,7 @@ def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
         EmptyMeshError: no surface at the level (the message says what to try).
     """
     cfg = cfg or ExportConfig()
+    check_config(cfg)
     bound = float(field.bound)
     sigma, spacing = density_grid(field, int(cfg.resolution), int(cfg.chunk_size))
     level = resolve_threshold(cfg, sigma, spacing)
@@ -263,7 +264,7 @@ def world_to_file(up_axis: str) -> np.ndarray:
 
 
 def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None = None) -> dict:
-    """Write the mesh files of a run into ``out_dir / "mesh"``.
+    """Write the mesh files into ``out_dir`` (a run's ``mesh/`` folder).
 
     Writes ``mesh.obj`` + ``mesh.mtl`` (+ ``albedo.png`` when textured), ``mesh.glb``, ``mesh.ply``
     as ``cfg.formats`` asks, in the frame of ``cfg.up_axis``, and ``mesh.json`` recording the
@@ -272,7 +273,7 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
     Args:
         mesh: world-frame mesh from ``extract_mesh`` (vertex colours).
         field: the field, to bake the albedo texture (unused for vertex colours; may be None then).
-        out_dir: the run folder.
+        out_dir: the folder for the files, created if missing (``run_dir / "mesh"``).
         cfg: export settings.
 
     Returns:
@@ -281,7 +282,7 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
     """
     cfg = cfg or ExportConfig()
     check_config(cfg)
-    mesh_dir = Path(out_dir) / "mesh"
+    mesh_dir = Path(out_dir)
     mesh_dir.mkdir(parents=True, exist_ok=True)
     T = world_to_file(cfg.up_axis)
 
@@ -306,13 +307,14 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
     for fmt in cfg.formats:
         path = mesh_dir / f"mesh.{fmt}"
         if fmt == "obj":
-            before = set(mesh_dir.iterdir())
+            for stale in [mesh_dir / "mesh.mtl", *mesh_dir.glob("albedo*.png")]:  # from an earlier export
+                stale.unlink(missing_ok=True)
             out_mesh.export(path, file_type="obj", mtl_name="mesh.mtl", include_normals=True)
             paths["obj"] = path
             if (mesh_dir / "mesh.mtl").exists():
                 paths["mtl"] = mesh_dir / "mesh.mtl"
-            pngs = sorted(p for p in set(mesh_dir.iterdir()) - before if p.suffix == ".png") or sorted(mesh_dir.glob("albedo*.png"))
-            if mode == "uv" and pngs:
+            pngs = sorted(mesh_dir.glob("albedo*.png"))  # trimesh names the texture after the material
+            if pngs:
                 paths["texture"] = pngs[0]
         elif fmt == "glb":
             out_mesh.export(path, file_type="glb")
