@@ -133,3 +133,15 @@ def test_evaluate_run_rejects_non_toy_prompts(tmp_path):
     (tmp_path / "config.yaml").write_text("prompt: a photo of a hamburger\n")
     with pytest.raises(EvalError, match="toy-world prompt"):
         evaluate_run(tmp_path)
+
+
+def test_mesh_frame_falls_back_to_the_config_up_axis(tmp_path):
+    field = ToyField("torus", world.colour_rgb("blue").tolist())
+    (tmp_path / "config.yaml").write_text("prompt: a blue torus\nexport:\n  up_axis: z\n")
+    paths = write_mesh(extract_mesh(field, ExportConfig(resolution=64)), field, tmp_path / "mesh",
+                       ExportConfig(resolution=64, texture="vertex", up_axis="z"))
+    paths["meta"].unlink()  # an older export without mesh.json: config.yaml says the frame
+    metrics = evaluate_run(tmp_path, load_field=None, resolution=48, yaw_step_deg=30.0)
+    assert metrics["mesh_iou"] > 0.9 and metrics["yaw_deg"] == 0.0
+    (tmp_path / "config.yaml").write_text("prompt: a blue torus\nexport:\n  up_axis: y\n")  # wrong frame
+    assert evaluate_run(tmp_path, load_field=None, resolution=48, yaw_step_deg=30.0)["mesh_iou"] < 0.6

@@ -133,18 +133,20 @@ def auto_threshold(sigma: np.ndarray, spacing: float) -> float:
     """The density level of the surface a renderer sees, from axis-aligned rays through the grid.
 
     Along each grid line, in each of the 6 axis directions, the optical depth
-    ``tau(s) = int sigma ds`` (trapezoid rule) is accumulated from the entry face; where it first
-    reaches ln 2 (accumulated opacity ``1 - exp(-tau) = 0.5``, the volume-rendering equation of
-    NeRF, Mildenhall et al. 2020, Eq. 3) the density is read off, linearly interpolated between the
-    two bracketing samples as marching cubes does; a semi-transparent field whose density levels off
-    before the ray is half opaque takes the half-maximum edge instead (the min of the two). The level
-    is the median over all rays that become half opaque.
-    Unlike a fixed density (which empties the mesh of a weakly trained field) or Otsu on the
-    histogram (which follows exponential density tails), this level tracks the rendered surface.
+    ``tau = sum_i sigma_i delta`` is accumulated from the entry face with NeRF's quadrature
+    (Mildenhall et al. 2020, Eq. 3: sample i stands for the segment of length delta around it, so
+    alpha_i = 1 - exp(-sigma_i delta)). Where it first reaches ln 2 (accumulated opacity 1/2) the
+    density is read off, linearly interpolated between grid samples as marching cubes does, so the
+    mesh passes through that point; a sub-voxel-sharp edge thus gets a level near half its jump
+    rather than one hugging the outer sample. A semi-transparent field whose density levels off
+    before the ray is half opaque takes the half-maximum edge instead (the min of the two). The
+    level is the median over all rays that become half opaque. Unlike a fixed density (which
+    empties the mesh of a weakly trained field) or Otsu on the histogram (which follows
+    exponential density tails), this level tracks the rendered surface.
 
     Args:
         sigma: density grid. Shape: (R, R, R).
-        spacing: distance between grid samples.
+        spacing: distance between grid samples (delta).
 
     Returns:
         The iso level.
@@ -153,21 +155,26 @@ def auto_threshold(sigma: np.ndarray, spacing: float) -> float:
         EmptyMeshError: no ray becomes half opaque.
     """
     levels = []
+    n = sigma.shape[0]
     for axis in range(3):
         for flip in (False, True):
             s = np.moveaxis(sigma, axis, -1)
             s = s[..., ::-1] if flip else s
-            s = s.reshape(-1, s.shape[-1]).astype(np.float64)
-            tau = np.concatenate([np.zeros((len(s), 1)), np.cumsum(0.5 * (s[:, 1:] + s[:, :-1]) * spacing, axis=1)], axis=1)
+            s = s.reshape(-1, n).astype(np.float64)
+            tau = np.cumsum(s * spacing, axis=1)  # optical depth at the far end of each sample's segment
             crossed = tau[:, -1] >= _HALF_OPACITY_DEPTH
             if not crossed.any():
                 continue
             s, tau = s[crossed], tau[crossed]
-            k = np.argmax(tau >= _HALF_OPACITY_DEPTH, axis=1)  # first sample past the half-opacity depth (k >= 1)
-            rows = np.arange(len(k))
-            t0, t1 = tau[rows, k - 1], tau[rows, k]
-            f = (_HALF_OPACITY_DEPTH - t0) / np.maximum(t1 - t0, 1e-12)
-            crossing = s[rows, k - 1] + f * (s[rows, k] - s[rows, k - 1])
+            rows = np.arange(len(s))
+            k = np.argmax(tau >= _HALF_OPACITY_DEPTH, axis=1)  # segment where the ray becomes half opaque
+            before = tau[rows, k] - s[rows, k] * spacing
+            # Crossing position in sample units: inside segment [k - 1/2, k + 1/2].
+            x = k - 0.5 + (_HALF_OPACITY_DEPTH - before) / np.maximum(s[rows, k] * spacing, 1e-12)
+            x = np.clip(x, 0.0, n - 1.0)
+            i0 = np.minimum(np.floor(x).astype(np.int64), n - 2)
+            f = x - i0
+            crossing = (1.0 - f) * s[rows, i0] + f * s[rows, i0 + 1]
             levels.append(np.minimum(crossing, 0.5 * s.max(axis=1)))
     if not levels:
         raise EmptyMeshError(
