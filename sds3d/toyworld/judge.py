@@ -36,9 +36,9 @@ def _prepare(images: Tensor) -> Tensor:
 @lru_cache(maxsize=1)
 def _templates() -> tuple[Tensor, Tensor]:
     """Silhouettes of every shape over a camera grid: masks (K, H*W) and shape ids (K,)."""
-    az = torch.arange(0.0, 360.0, 10.0)
+    az = torch.arange(0.0, 360.0, 15.0)
     lo, hi = world.ELEVATION_RANGE
-    el = torch.linspace(lo, hi, 8)
+    el = torch.linspace(lo, hi, 6)
     az, el = [a.reshape(-1) for a in torch.meshgrid(az, el, indexing="ij")]
     cams = make_cameras(az, el, world.CAMERA_DISTANCE, world.FOV_Y_DEG)
     masks, ids = [], []
