@@ -1,0 +1,167 @@
+"""Volume rendering of a NeRF field from a batch of cameras (batched torch backend; nerfacc maths).
+
+Per ray: samples inside the scene bounds (``rays``), density/albedo/normals from the field, per-sample
+shading (``shading``), weights w_i = T_i (1 - exp(-sigma_i delta_i)) by nerfacc's batched
+``render_weight_from_density`` (NeRF Eq. 3), composited over the background.
+"""
+
+from __future__ import annotations
+
+import nerfacc
+import torch
+from torch import Tensor
+
+from ..cameras import Cameras, get_rays
+from .config import RenderConfig, RenderConfigError, check_render_config
+from .rays import intersect_aabb, intersect_sphere, stratified_samples
+from .shading import light_directions, shade
+
+_FLAT_KEYS = ("rgb", "opacity", "depth", "normal", "albedo")
+
+
+def resolve_backend(cfg: RenderConfig, device: torch.device) -> str:
+    """The backend actually used: ``torch`` (batched [rays, samples]); ``nerfacc`` is not wired yet."""
+    if cfg.backend in ("auto", "torch"):
+        return "torch"
+    if device.type != "cuda":
+        raise RenderConfigError("render.backend='nerfacc' (packed samples, OccGridEstimator) needs CUDA; use 'auto' or 'torch' on CPU")
+    raise RenderConfigError("render.backend='nerfacc' is not implemented yet; use 'auto' or 'torch'")
+
+
+def _field_samples(field, x: Tensor, need_normals: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """sigma (N,), albedo (N, 3), normals (N, 3) or None; one fused pass when the field offers it."""
+    if not need_normals:
+        sigma, albedo = field(x)
+        return sigma, albedo, None
+    if hasattr(field, "forward_with_normals"):
+        return field.forward_with_normals(x)
+    sigma, albedo = field(x)
+    return sigma, albedo, field.normals(x)
+
+
+def render_rays(
+    field,
+    background,
+    origins: Tensor,
+    dirs: Tensor,
+    cfg: RenderConfig,
+    shading: str,
+    light: Tensor | None,
+    need_normals: bool,
+    stratified: bool,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor | None]:
+    """Render flat rays. origins, dirs, light (unit, towards the light): (R, 3).
+
+    Returns:
+        rgb, albedo, normal (R, 3); opacity, depth (R, 1); weights (R, S); sample_normals (R, S, 3) or None.
+    """
+    R, S = origins.shape[0], cfg.num_samples
+    bound = float(field.bound)
+    near, far, hit = (intersect_sphere if cfg.ray_bounds == "sphere" else intersect_aabb)(origins, dirs, bound)
+    idx = hit.nonzero().squeeze(-1)
+    all_hit = idx.shape[0] == R
+    # Only rays that enter the scene are sampled and sent to the field (empty space costs nothing).
+    o, d = (origins, dirs) if all_hit else (origins[idx], dirs[idx])
+    t_starts, t_ends, t_samples = stratified_samples(
+        near if all_hit else near[idx], far if all_hit else far[idx], S, stratified, generator
+    )
+    x = (o[:, None, :] + t_samples[..., None] * d[:, None, :]).reshape(-1, 3)
+    if cfg.ray_bounds == "aabb":
+        x = x.clamp(-bound, bound)  # the slab test can leave samples a rounding error outside
+    n_hit = o.shape[0]
+    sigma, albedo, normals = _field_samples(field, x, need_normals)
+    sigma, albedo = sigma.reshape(n_hit, S), albedo.reshape(n_hit, S, 3)
+    normals = None if normals is None else normals.reshape(n_hit, S, 3)
+    weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, sigma)
+    if shading != "albedo":
+        l = light if all_hit else light[idx]
+        colours = shade(albedo, normals, l[:, None, :], shading, cfg.ambient, cfg.diffuse)
+    else:
+        colours = albedo
+    w = weights[..., None]
+    out = {
+        "rgb": (w * colours).sum(1),
+        "albedo": (w * albedo).sum(1),
+        "opacity": weights.sum(1, keepdim=True),
+        "depth": (weights * t_samples).sum(1, keepdim=True),
+        "normal": (w * normals).sum(1) if normals is not None else torch.zeros_like(o),
+        "weights": weights,
+        "sample_normals": normals,
+    }
+    if not all_hit:  # scatter back to all rays (out of place, differentiable); misses are empty
+        for key, value in out.items():
+            if value is not None:
+                full = value.new_zeros((R,) + value.shape[1:])
+                out[key] = full.index_put((idx,), value)
+    bg = background(dirs)
+    out["rgb"] = out["rgb"] + (1.0 - out["opacity"]) * bg
+    out["albedo"] = out["albedo"] + (1.0 - out["opacity"]) * bg
+    return out
+
+
+def render(
+    field,
+    background,
+    cameras: Cameras,
+    cfg: RenderConfig,
+    shading: str = "albedo",
+    light_dir: Tensor | None = None,
+    resolution: int | None = None,
+    generator: torch.Generator | None = None,
+    stratified: bool = True,
+    need_normals: bool | None = None,
+) -> dict[str, Tensor | None]:
+    """Render B views of ``field`` composited over ``background``.
+
+    Args:
+        field: has ``bound``, ``forward(x) -> (sigma, albedo)`` and ``normals(x)`` (and optionally
+            ``forward_with_normals``), e.g. ``NeRFField``.
+        background: maps unit directions (..., 3) to rgb (..., 3).
+        cameras: B cameras.
+        cfg: render settings.
+        shading: albedo | lambertian | textureless (``sample_shading`` draws one per step).
+        light_dir: towards the light, world frame, (3,) or (B, 3); default from ``cfg.light``.
+        resolution: image side, default ``cfg.resolution``.
+        generator: for stratified jitter and random lights.
+        stratified: jitter samples in their bins (training); midpoints otherwise.
+        need_normals: compute normals for albedo shading too; default ``cfg.need_normals``.
+
+    Returns:
+        rgb (B, 3, H, W) in [0, 1] over the background; albedo (B, 3, H, W) over the background;
+        opacity (B, 1, H, W); depth (B, 1, H, W) (expected distance, sum w_i t_i, 0 where empty);
+        normal (B, 3, H, W) (world, sum w_i n_i, zeros if not computed); weights (B*H*W, S);
+        sample_normals (B*H*W, S, 3) or None; ray_dirs (B*H*W, 3).
+    """
+    check_render_config(cfg)
+    resolve_backend(cfg, cameras.c2w.device)
+    res = cfg.resolution if resolution is None else int(resolution)
+    B = len(cameras)
+    origins, dirs = get_rays(cameras, res)
+    origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+    need = shading != "albedo" or (cfg.need_normals if need_normals is None else need_normals)
+    light = None
+    if shading != "albedo":
+        light = light_directions(cfg, cameras, generator) if light_dir is None else light_dir.to(dirs)
+        light = torch.nn.functional.normalize(light.reshape(-1, 3), dim=-1).expand(B, 3)
+        light = light[:, None, :].expand(B, res * res, 3).reshape(-1, 3)
+    R = origins.shape[0]
+    if torch.is_grad_enabled() or R <= cfg.chunk_size:
+        flat = render_rays(field, background, origins, dirs, cfg, shading, light, need, stratified, generator)
+    else:
+        parts = [
+            render_rays(
+                field, background, origins[i : i + cfg.chunk_size], dirs[i : i + cfg.chunk_size], cfg, shading,
+                None if light is None else light[i : i + cfg.chunk_size], need, stratified, generator,
+            )
+            for i in range(0, R, cfg.chunk_size)
+        ]
+        flat = {k: None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def image(v: Tensor) -> Tensor:
+        return v.reshape(B, res, res, -1).permute(0, 3, 1, 2)
+
+    out = {k: image(flat[k]) for k in _FLAT_KEYS}
+    out["rgb"] = out["rgb"].clamp(0.0, 1.0)
+    out.update(weights=flat["weights"], sample_normals=flat["sample_normals"], ray_dirs=dirs)
+    return out
