@@ -1,0 +1,243 @@
+"""Running a sweep's runs: one run in this process, N local subprocesses, or Ray tasks.
+
+Every executor takes the same picklable ``RunJob`` list and a top-level ``run_fn(job) -> dict``
+(default ``run_one``), so tests swap in a fake trainer and Ray ships the function by reference.
+A failed run comes back as ``{"status": "failed", "error": ...}``; it never stops the sweep.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+from .grid import SweepError
+
+METRIC_KEYS = ("train_seconds", "final_loss_sds")  # a run is finished when summary.json has these and no error
+
+
+@dataclass
+class RunJob:
+    """One run to execute: its base config, every override, its folder, and start or resume."""
+
+    name: str
+    config: str
+    overrides: list[str]
+    run_dir: str
+    mode: str  # "start" | "resume"
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_run(parallel: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``parallel`` concurrent runs, so the cores are not oversubscribed."""
+    return max(1, (cores or available_cores()) // max(1, parallel))
+
+
+def read_summary(run_dir: Path) -> dict:
+    path = Path(run_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_state(run_dir: Path) -> str:
+    """``"done"`` (summary.json with metrics, no error), ``"resume"`` (ckpt/last.pt) or ``"start"``."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if all(k in summary for k in METRIC_KEYS) and not summary.get("error"):
+        return "done"
+    if (run_dir / "ckpt" / "last.pt").is_file() and (run_dir / "config.yaml").is_file():
+        return "resume"
+    return "start"
+
+
+def _error_text(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip()
+    return " ".join(text.split())[:500]
+
+
+def record_failure(run_dir: Path, error: str) -> dict:
+    """Merge the error into the run's summary.json (like runs.update_summary, without importing torch)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = read_summary(run_dir)
+    summary.update({"status": "failed", "error": error})
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, run_dir / "summary.json")
+    return {"status": "failed", "error": error}
+
+
+def run_one(job: RunJob) -> dict:
+    """Train (or resume) one run in this process with the real trainer.
+
+    Returns:
+        ``{"status": "done"}`` or ``{"status": "failed", "error": "<Type>: <message>"}`` (also
+        written into the run's summary.json). Ctrl-C still propagates.
+    """
+    from ..config import load_config
+    from ..runs import prepare_run_dir, update_summary
+    from ..trainer import TrainingInterrupted, train
+
+    try:
+        cfg = load_config(job.config, job.overrides)
+        if job.mode == "resume":
+            run_dir = Path(job.run_dir)
+        else:
+            run_dir = prepare_run_dir(cfg, overwrite=True)  # a leftover without checkpoint: start clean
+        train(cfg, run_dir, resume=job.mode == "resume")
+        update_summary(run_dir, {"status": "done", "error": None})
+        return {"status": "done"}
+    except (KeyboardInterrupt, TrainingInterrupted):
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the sweep goes on
+        return record_failure(Path(job.run_dir), _error_text(e))
+
+
+def _fn_ref(fn: Callable) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def _resolve_fn(ref: str) -> Callable:
+    module, _, name = ref.partition(":")
+    obj = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def worker_main(argv: list[str]) -> int:
+    """``python -m sds3d.sweep.worker FN_REF JOB_JSON``: run one job, print its result as JSON."""
+    fn = _resolve_fn(argv[0])
+    result = fn(RunJob(**json.loads(argv[1])))
+    print("SDS3D_SWEEP_RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+def run_sequential(jobs: list[RunJob], run_fn: Callable, on_result: Callable[[RunJob, dict], None]) -> None:
+    """One run after another in this process."""
+    for job in jobs:
+        try:
+            result = run_fn(job)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - a run_fn that raises still only fails its run
+            interrupted = getattr(sys.modules.get("sds3d.trainer"), "TrainingInterrupted", ())
+            if interrupted and isinstance(e, interrupted):  # Ctrl-C inside the trainer stops the sweep
+                raise
+            result = record_failure(Path(job.run_dir), _error_text(e))
+        on_result(job, result)
+
+
+def _run_subprocess(job: RunJob, fn_ref: str, log_path: Path) -> dict:
+    env = dict(os.environ)
+    # The child imports exactly what this process can (tests pass fakes defined in tests/).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "sds3d.sweep.worker", fn_ref, json.dumps(asdict(job))],
+                              stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("SDS3D_SWEEP_RESULT "):
+            return json.loads(line.split(" ", 1)[1])
+    tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:]
+    error = f"worker exited with status {proc.returncode}" + (f": {tail[0].strip()[:400]}" if tail else "")
+    return record_failure(Path(job.run_dir), error)
+
+
+def run_processes(jobs: list[RunJob], run_fn: Callable, n: int, log_dir: Path,
+                  on_result: Callable[[RunJob, dict], None]) -> None:
+    """``n`` runs at a time, each in its own ``python -m sds3d.sweep.worker`` process (log in log_dir)."""
+    ref = _fn_ref(run_fn)
+    with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
+        futures = {pool.submit(_run_subprocess, job, ref, Path(log_dir) / f"{job.name}.log"): job for job in jobs}
+        for fut in as_completed(futures):
+            on_result(futures[fut], fut.result())
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (one line) when a Ray head address does not answer, instead of Ray's long retries."""
+    if address in ("auto", "local"):
+        return
+    url = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = url.hostname, url.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise SweepError(f"Ray address {address!r} is not host:port (e.g. 10.0.0.5:6379 or ray://10.0.0.5:10001)")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise SweepError(f"cannot reach Ray at {address} ({e.strerror or e}); start it with `ray start --head` "
+                         "or drop the address to use a local Ray") from None
+
+
+def connect_ray(address: str | None, local_cpus: int, env_vars: dict | None = None):
+    """``ray.init`` on ``address`` (checked first) or on a new local Ray with ``local_cpus`` CPUs.
+
+    Returns:
+        (ray module, started_here: bool).
+
+    Raises:
+        SweepError: ray not installed, address unreachable, or ray.init failed.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--ray needs the ray package: pip install -e \".[distributed]\"") from None
+    if address:
+        check_ray_address(address)
+    if ray.is_initialized():
+        return ray, False
+    runtime_env = {"env_vars": env_vars} if env_vars else None
+    try:
+        if address:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        else:
+            ray.init(num_cpus=local_cpus, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
+    except Exception as e:  # noqa: BLE001 - ray raises ConnectionError/RuntimeError/... for the same user problem
+        raise SweepError(f"could not start Ray{' at ' + address if address else ''}: {' '.join(str(e).split())[:300]}") from None
+    return ray, True
+
+
+def run_ray(jobs: list[RunJob], run_fn: Callable, address: str | None, cpus_per_run: int, local_cpus: int,
+            on_result: Callable[[RunJob, dict], None]) -> None:
+    """Every run as a Ray task: ``num_gpus=1`` when the cluster has GPUs, else ``num_cpus=cpus_per_run``.
+
+    On a remote cluster the sweep folder and the config must be on storage every node sees.
+    """
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": str(cpus_per_run)} if not address else None
+    ray, started = connect_ray(address, local_cpus, env)
+    try:
+        gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        task = ray.remote(run_fn).options(num_gpus=1, num_cpus=1) if gpu else ray.remote(run_fn).options(num_cpus=cpus_per_run)
+        pending = {task.remote(job): job for job in jobs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - RayTaskError, worker crash, OOM kill: the run failed
+                    result = record_failure(Path(job.run_dir), _error_text(getattr(e, "cause", None) or e))
+                on_result(job, result)
+    finally:
+        if started:
+            ray.shutdown()

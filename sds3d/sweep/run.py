@@ -1,0 +1,168 @@
+"""``run_sweep``: validate every run's config, skip finished runs, execute the rest, write the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..paths import slugify
+from .execute import RunJob, available_cores, check_ray_address, run_one, run_processes, run_ray, run_sequential, run_state, threads_per_run
+from .grid import RunSpec, SweepError, SweepSpec, expand
+from .report import collect_rows, write_comparison, write_csv, write_markdown
+
+
+@dataclass
+class SweepResult:
+    """What a sweep produced: its folder, one row per run, and the report files."""
+
+    sweep_dir: Path
+    rows: list[dict]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] == "failed"]
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a YAML double-quoted scalar: commas, colons, '#' survive
+
+
+def default_sweep_dir(spec: SweepSpec, out_dir: str) -> Path:
+    stem = Path(spec.config).stem
+    return Path(out_dir) / "sweeps" / slugify("-".join([stem, *spec.grid]), max_len=80)
+
+
+def plan_sweep(spec: SweepSpec, load: Callable | None = None, extra: list[str] | None = None):
+    """Expand the sweep and build (so check) every run's config before anything runs.
+
+    Args:
+        spec: the sweep.
+        load: ``(config_path, overrides) -> RunConfig``; default ``sds3d.config.load_config``.
+        extra: overrides appended to every run (the executor's thread budget).
+
+    Returns:
+        (sweep_dir, [(RunSpec, overrides)]).
+
+    Raises:
+        SweepError: unknown grid key (with the closest key), bad value, empty value list, no prompt.
+    """
+    if load is None:
+        from ..config import load_config as load
+
+    base_overrides = list(spec.overrides) + ([f"prompt={_quote(spec.prompts[0])}"] if spec.prompts else [])
+    try:
+        base = load(spec.config, base_overrides)
+    except ValueError as e:  # sds3d.config.ConfigError
+        raise SweepError(f"base config: {e}") from None
+    for key, values in spec.grid.items():  # one key at a time, so the message names the --grid item
+        for value in values:
+            try:
+                load(spec.config, base_overrides + [f"{key}={value}"])
+            except ValueError as e:  # sds3d.config.ConfigError
+                raise SweepError(f"--grid {key}: {e}") from None
+    runs = expand(spec, default_prompt=base.prompt, default_seed=base.seed)
+    sweep_dir = Path(spec.out) if spec.out else default_sweep_dir(spec, base.out_dir)
+    planned = []
+    for run in runs:
+        overrides = (list(spec.overrides) + run.override_list() + list(extra or [])
+                     + [f"prompt={_quote(run.prompt)}", f"seed={run.seed}", f"out_dir={_quote(str(sweep_dir))}", f"name={run.name}"])
+        try:
+            load(spec.config, overrides)
+        except ValueError as e:  # sds3d.config.ConfigError
+            raise SweepError(f"run {run.name}: {e}") from None
+        planned.append((run, overrides))
+    return sweep_dir, planned
+
+
+def _write_sweep_file(spec: SweepSpec, sweep_dir: Path) -> None:
+    """sweep.yaml in the sweep folder: ``sds3d sweep SWEEP_DIR/sweep.yaml`` re-runs (and completes) it."""
+    from omegaconf import OmegaConf
+
+    data = {"config": os.path.relpath(Path(spec.config).resolve(), sweep_dir.resolve()),
+            "grid": {k: ",".join(v) for k, v in spec.grid.items()}, "prompts": list(spec.prompts),
+            "seeds": list(spec.seeds), "out": str(sweep_dir), "overrides": list(spec.overrides)}
+    (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
+
+
+def _log(msg: str) -> None:
+    print(f"sds3d sweep: {msg}", file=sys.stderr, flush=True)
+
+
+def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: str | None = None,
+              run_fn: Callable[[RunJob], dict] = run_one, load: Callable | None = None,
+              log: Callable[[str], None] = _log) -> SweepResult:
+    """Run every point of ``spec`` as an ordinary run folder under the sweep folder, then report.
+
+    Finished runs (summary.json with metrics, no error) are skipped, runs with ``ckpt/last.pt``
+    resume, the others start. A failed run is recorded and the sweep goes on.
+
+    Args:
+        spec: base config, grid, prompts, seeds, out folder, fixed overrides.
+        jobs: concurrent runs (local processes; with ``ray``, sets each task's CPU share).
+        ray: submit each run as a Ray task (local Ray unless ``ray_address``).
+        ray_address: a Ray head (``host:port``, ``ray://host:port`` or ``auto``).
+        run_fn: a top-level ``RunJob -> {"status", "error"?}`` (tests pass a fake).
+        load: config loader (default ``sds3d.config.load_config``).
+        log: progress lines.
+
+    Returns:
+        SweepResult with the rows of summary.csv and the paths of the report files.
+    """
+    if jobs < 1:
+        raise SweepError(f"--jobs {jobs} must be at least 1")
+    cores = available_cores()
+    if ray and ray_address:
+        check_ray_address(ray_address)  # before anything is validated or written
+    if ray:
+        parallel = jobs if jobs > 1 else cores
+        extra = [f"trainer.threads={threads_per_run(parallel, cores)}", "trainer.progress=false"]
+    elif jobs > 1:
+        extra = [f"trainer.threads={threads_per_run(jobs, cores)}", "trainer.progress=false"]
+    else:
+        extra = []
+    sweep_dir, planned = plan_sweep(spec, load=load, extra=extra)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"cannot create the sweep folder {sweep_dir} ({e.strerror or e}); choose another with --out") from None
+    _write_sweep_file(spec, sweep_dir)
+
+    statuses: dict[str, str] = {}
+    todo: list[RunJob] = []
+    for run, overrides in planned:
+        state = run_state(sweep_dir / run.name)
+        if state == "done":
+            statuses[run.name] = "done"
+        else:
+            todo.append(RunJob(run.name, str(spec.config), overrides, str(sweep_dir / run.name), state))
+    n_resume = sum(j.mode == "resume" for j in todo)
+    log(f"{sweep_dir}: {len(planned)} runs; {len(planned) - len(todo)} finished, {n_resume} to resume, "
+        f"{len(todo) - n_resume} to start" + (f" ({'ray' if ray else f'{jobs} processes'}, {extra[0]})" if extra else ""))
+
+    done_count = [0]
+
+    def on_result(job: RunJob, result: dict) -> None:
+        done_count[0] += 1
+        statuses[job.name] = result.get("status", "failed")
+        err = f": {result.get('error')}" if statuses[job.name] == "failed" else ""
+        log(f"[{done_count[0]}/{len(todo)}] {statuses[job.name]} {job.name}{err}")
+
+    if todo:
+        if ray:
+            run_ray(todo, run_fn, ray_address or None, threads_per_run(jobs if jobs > 1 else cores, cores), cores, on_result)
+        elif jobs > 1:
+            run_processes(todo, run_fn, jobs, sweep_dir / "logs", on_result)
+        else:
+            run_sequential(todo, run_fn, on_result)
+
+    runs: list[RunSpec] = [r for r, _ in planned]
+    rows = collect_rows(runs, sweep_dir, statuses)
+    files = {"summary.csv": write_csv(rows, sweep_dir / "summary.csv"),
+             "summary.md": write_markdown(rows, sweep_dir / "summary.md", list(spec.grid), title=f"sds3d sweep {sweep_dir.name}"),
+             "comparison.png": write_comparison(rows, runs, sweep_dir, sweep_dir / "comparison.png")}
+    return SweepResult(sweep_dir, rows, files)
