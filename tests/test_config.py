@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from sds3d.config import ConfigError, load_config, run_name, to_yaml
+
+TOY = Path(__file__).resolve().parents[1] / "configs" / "toy.yaml"
+
+
+def test_overrides_and_yaml_merge():
+    cfg = load_config(TOY, ['prompt=a red cube', "guidance.scale=3", "trainer.max_steps=5", "camera.elevation_deg=[0,30]"])
+    assert cfg.prompt == "a red cube" and cfg.guidance.scale == 3.0 and cfg.trainer.max_steps == 5
+    assert tuple(cfg.camera.elevation_deg) == (0.0, 30.0)
+    again = load_config(None, [f"{k}" for k in []] + ["prompt=x"])
+    assert again.guidance.pretrained == "toy"
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(TOY, ["prompt=a blue torus", "seed=3"])
+    (tmp_path / "config.yaml").write_text(to_yaml(cfg))
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("guidance.scal=3", "unknown config key 'guidance.scal'; did you mean 'guidance.scale'"),
+        ("trainer.max_step=3", "did you mean 'trainer.max_steps'"),
+        ("promt=a cube", "did you mean 'prompt'"),
+        ("trainer.lr=-1", "trainer.lr=-1.0 must be positive"),
+        ("render.resolution=0", "render.resolution=0 must be a positive"),
+        ("guidance.t_min=0.9", "t_min=0.9 exceeds t_max"),
+        ("guidance.scale=abc", "invalid value for 'guidance.scale'"),
+        ("name=../../etc", "name='../../etc' may hold only"),
+    ],
+)
+def test_bad_values_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(TOY, ["prompt=a red cube", override])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_empty_prompt_and_missing_file():
+    with pytest.raises(ConfigError, match="prompt is empty"):
+        load_config(TOY, ["prompt=  "])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no/such.yaml", ["prompt=x"])
+
+
+def test_run_names_are_sanitised():
+    cfg = load_config(TOY, ["prompt=A Red/../Cube; rm -rf ~"])
+    assert run_name(cfg) == "a-red-cube-rm-rf"
