@@ -13,18 +13,65 @@ namespace {
 // Points per task; within a task the loop is level-outer so one level's table stays in cache.
 constexpr int64_t kChunk = 512;
 
+// Rows and weights of the 8 corners of kBlock points, computed (and prefetched) before they are
+// read: the hashed tables are larger than the caches, so issuing all loads of a block first lets
+// the misses overlap instead of serialising on each point's gather.
+constexpr int kBlock = 16;
+
+template <typename scalar_t>
+struct CornerBlock {
+  int64_t row[kBlock][8];
+  scalar_t weight[kBlock][8];
+};
+
+template <typename scalar_t>
+inline void locate_block(const scalar_t* x, int64_t begin, int count, const Level& lv, int nf, const scalar_t* table,
+                         CornerBlock<scalar_t>& block) {
+  for (int p = 0; p < count; ++p) {
+    const Voxel<scalar_t> v = locate(x + 3 * (begin + p), lv.res);
+    for (int corner = 0; corner < 8; ++corner) {
+      const int64_t row = (lv.start + vertex_index(v.cell, corner, lv)) * nf;
+      block.row[p][corner] = row;
+      block.weight[p][corner] = corner_weight(v.frac, corner);
+      __builtin_prefetch(table + row);
+    }
+  }
+}
+
 template <typename scalar_t, int F>
 void forward_kernel(const scalar_t* x, const scalar_t* embeddings, const Levels& levels, int n_features,
                     int64_t n_points, scalar_t* out) {
-  const int64_t stride = static_cast<int64_t>(levels.n_levels) * n_features;
+  const int nf = F > 0 ? F : n_features;
+  const int64_t stride = static_cast<int64_t>(levels.n_levels) * nf;
   at::parallel_for(0, (n_points + kChunk - 1) / kChunk, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    CornerBlock<scalar_t> block;
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       const int64_t begin = chunk * kChunk;
       const int64_t end = std::min(n_points, begin + kChunk);
       for (int l = 0; l < levels.n_levels; ++l) {
         const Level lv = levels.level[l];
-        for (int64_t n = begin; n < end; ++n) {
-          encode_point_level<scalar_t, F>(x + 3 * n, embeddings, lv, n_features, out + n * stride + l * n_features);
+        for (int64_t b = begin; b < end; b += kBlock) {
+          const int count = static_cast<int>(std::min<int64_t>(kBlock, end - b));
+          locate_block(x, b, count, lv, nf, embeddings, block);
+          for (int p = 0; p < count; ++p) {
+            scalar_t* o = out + (b + p) * stride + l * nf;
+            if constexpr (F > 0) {
+              scalar_t acc[F] = {};  // in registers: `o` may alias the table as far as the compiler knows
+              for (int corner = 0; corner < 8; ++corner) {
+                const scalar_t w = block.weight[p][corner];
+                const scalar_t* row = embeddings + block.row[p][corner];
+                for (int f = 0; f < F; ++f) acc[f] += w * row[f];
+              }
+              for (int f = 0; f < F; ++f) o[f] = acc[f];
+            } else {
+              for (int f = 0; f < nf; ++f) o[f] = scalar_t(0);
+              for (int corner = 0; corner < 8; ++corner) {
+                const scalar_t w = block.weight[p][corner];
+                const scalar_t* row = embeddings + block.row[p][corner];
+                for (int f = 0; f < nf; ++f) o[f] += w * row[f];
+              }
+            }
+          }
         }
       }
     }
@@ -47,14 +94,17 @@ void backward_embeddings_kernel(const scalar_t* grad_out, const scalar_t* x, con
     for (int64_t task = task_begin; task < task_end; ++task) {
       const int l = order[task];
       const Level lv = levels.level[l];
-      scalar_t* table = grad_embeddings + lv.start * nf;
-      for (int64_t n = 0; n < n_points; ++n) {
-        const Voxel<scalar_t> v = locate(x + 3 * n, lv.res);
-        const scalar_t* g = grad_out + n * stride + l * nf;
-        for (int corner = 0; corner < 8; ++corner) {
-          const scalar_t w = corner_weight(v.frac, corner);
-          scalar_t* row = table + vertex_index(v.cell, corner, lv) * nf;
-          for (int f = 0; f < nf; ++f) row[f] += w * g[f];
+      CornerBlock<scalar_t> block;
+      for (int64_t b = 0; b < n_points; b += kBlock) {
+        const int count = static_cast<int>(std::min<int64_t>(kBlock, n_points - b));
+        locate_block(x, b, count, lv, nf, grad_embeddings, block);
+        for (int p = 0; p < count; ++p) {
+          const scalar_t* g = grad_out + (b + p) * stride + l * nf;
+          for (int corner = 0; corner < 8; ++corner) {
+            const scalar_t w = block.weight[p][corner];
+            scalar_t* row = grad_embeddings + block.row[p][corner];
+            for (int f = 0; f < nf; ++f) row[f] += w * g[f];
+          }
         }
       }
     }
