@@ -9,13 +9,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from sds3d.sweep import (RunJob, SweepError, SweepSpec, expand, load_sweep_file, parse_grid_arg, run_folder_name,
                          run_state, run_sweep, split_values)
 from sds3d.sweep.report import metrics_of
 
-torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 # --- fakes: a config loader that knows a few keys, and a trainer that writes a summary.json -----------

@@ -7,12 +7,14 @@ A failed run comes back as ``{"status": "failed", "error": ...}``; it never stop
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -189,6 +191,21 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
                          "or drop the address to use a local Ray") from None
 
 
+@contextlib.contextmanager
+def _stderr_to_file():
+    """Send fd 2 to a temp file for the block (Ray's C++ core writes to the fd, not sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def connect_ray(address: str | None, local_cpus: int, env_vars: dict | None = None):
     """``ray.init`` on ``address`` (checked first) or on a new local Ray with ``local_cpus`` CPUs.
 
@@ -209,7 +226,8 @@ def connect_ray(address: str | None, local_cpus: int, env_vars: dict | None = No
     runtime_env = {"env_vars": env_vars} if env_vars else None
     try:
         if address:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+            with _stderr_to_file():  # a non-Ray server at the address: Ray retries ~20 s, logging each try
+                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         else:
             ray.init(num_cpus=local_cpus, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
     except Exception as e:  # noqa: BLE001 - ray raises ConnectionError/RuntimeError/... for the same user problem
