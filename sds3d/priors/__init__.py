@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .base import Prior, PriorError
+from .config import PriorConfig, check_prior_config
 
 TOY_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-prior"
 
@@ -30,20 +31,40 @@ def resolve_prior_path(name_or_path: str) -> Path:
         raise PriorError(f"prior folder {path} does not exist; give a diffusers pipeline folder, a hub id, or 'toy'")
     from huggingface_hub import constants, snapshot_download
 
+    cache = constants.HF_HUB_CACHE  # read at call time (HF_HOME / HF_HUB_CACHE)
     try:
-        return Path(snapshot_download(name_or_path, local_files_only=True))
+        return Path(snapshot_download(name_or_path, cache_dir=cache, local_files_only=True))
     except Exception:
         raise PriorError(
-            f"{name_or_path!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and sds3d does not "
-            f"download at run time; on a machine with network run: huggingface-cli download {name_or_path}"
+            f"{name_or_path!r} is not in the local Hugging Face cache ({cache}) and sds3d never downloads at run time; "
+            f"on a machine with network run: {download_command(name_or_path)}"
         ) from None
 
 
-def load_prior(name_or_path: str = "toy", device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Prior:
-    """Load a frozen prior. See ``resolve_prior_path`` for what ``name_or_path`` may be."""
+def download_command(repo_id: str) -> str:
+    """The shell command that fetches the parts ``load_prior`` reads (configs, tokenizer, safetensors weights)."""
+    # Only the diffusers subfolders' configs/vocab/safetensors: SD repos also hold multi-GB .ckpt/.bin copies.
+    patterns = ("model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors")
+    return f"hf download {repo_id} " + " ".join(f'--include "{p}"' for p in patterns)
+
+
+def load_prior(
+    name_or_path: str = "toy",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    cfg: PriorConfig | None = None,
+) -> Prior:
+    """Load a frozen prior. See ``resolve_prior_path`` for what ``name_or_path`` may be.
+
+    Args:
+        name_or_path: "toy", a diffusers pipeline folder, or a hub id in the local cache.
+        device: where the prior runs.
+        dtype: override of ``cfg.dtype`` (default: float16 on CUDA, float32 on CPU).
+        cfg: precision / attention / memory options (``PriorConfig``; defaults if None).
+    """
     from .diffusers_prior import DiffusersPrior
 
-    return DiffusersPrior(resolve_prior_path(name_or_path), device=device, dtype=dtype)
+    return DiffusersPrior(resolve_prior_path(name_or_path), device=device, dtype=dtype, cfg=cfg)
 
 
-__all__ = ["Prior", "PriorError", "load_prior", "resolve_prior_path", "TOY_PRIOR_PATH"]
+__all__ = ["Prior", "PriorError", "PriorConfig", "check_prior_config", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH"]

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .base import Prior, PriorError
+from .config import PriorConfig, resolve_dtype
 
 
 def _unet_classes() -> dict:
@@ -47,15 +48,28 @@ def _read_json(path: Path, what: str) -> dict:
 class DiffusersPrior(Prior):
     """Text encoder + tokenizer + epsilon-prediction UNet (+ VAE for latent priors) + scheduler betas."""
 
-    def __init__(self, path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        cfg: PriorConfig | None = None,
+    ):
         super().__init__()
         from diffusers import DDPMScheduler
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        import diffusers
+        import transformers
+
+        # Loading bars of a few-MB model are noise in a run's output.
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
         path = Path(path)
         device = torch.device(device)
-        # fp16 on CUDA, fp32 on CPU (no half-precision ops on CPU).
-        self.dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        self.cfg = cfg = cfg if cfg is not None else PriorConfig()
+        # fp16 on CUDA, fp32 on CPU (no half-precision ops on CPU); an explicit dtype wins.
+        self.dtype = dtype or resolve_dtype(cfg, device)
         _read_json(path / "model_index.json", "the pipeline index")
         missing = [p for p in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / p).is_dir()]
         if missing:
@@ -98,6 +112,33 @@ class DiffusersPrior(Prior):
         self.requires_grad_(False)
         self.eval()
         self.to(device)
+        self._apply_runtime_options(device)
+        if self.latent and device.type == "cpu" and cfg.warn_cpu:
+            _warn_cpu_once(self)
+
+    def _apply_runtime_options(self, device: torch.device) -> None:
+        """channels_last + SDPA on CUDA, attention slicing, VAE slicing/tiling, text-encoder offload."""
+        cfg = self.cfg
+        if hasattr(self.unet, "set_attn_processor"):  # diffusers' UNets (the toy UNet has its own blocks)
+            from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+            self.unet.set_attn_processor(AttnProcessor2_0() if cfg.attention == "sdpa" else AttnProcessor())
+            if cfg.attention_slicing:
+                self.unet.set_attention_slice("auto")
+        if device.type == "cuda" and cfg.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        if self.vae is not None:
+            self.vae.enable_slicing() if cfg.vae_slicing else self.vae.disable_slicing()
+            self.vae.enable_tiling() if cfg.vae_tiling else self.vae.disable_tiling()
+        # Text-encoder offload only matters on an accelerator (on CPU it already is "offloaded").
+        self._offload_text_encoder = cfg.offload_text_encoder and device.type != "cpu"
+        if self._offload_text_encoder:
+            self.text_encoder.to("cpu")
+
+    @property
+    def device(self) -> torch.device:
+        # The UNet's device: the text encoder may sit on the CPU (offload_text_encoder).
+        return next(self.unet.parameters()).device
 
     @property
     def alphas_cumprod(self) -> Tensor:
@@ -106,7 +147,16 @@ class DiffusersPrior(Prior):
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Tensor:
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
-        return self.text_encoder(tokens.input_ids.to(self.device))[0]
+        device = self.device
+        if self._offload_text_encoder:  # on the GPU only while encoding, then back to the CPU
+            self.text_encoder.to(device)
+        try:
+            return self.text_encoder(tokens.input_ids.to(device))[0]
+        finally:
+            if self._offload_text_encoder:
+                self.text_encoder.to("cpu")
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
 
     def predict_noise(self, x_t: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
         eps = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype)).sample
@@ -129,3 +179,51 @@ class DiffusersPrior(Prior):
         if self.latent:
             x = self.vae.decode((x / self.vae.config.scaling_factor).to(self.dtype)).sample.to(torch.float32)
         return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+# CPU cost model of one SDS step, fp32, from scripts/bench_sd_step.py (SD 2.1-base shapes, random
+# weights, 2-core CPU): seconds per (parameter x pixel) of the no-grad UNet forward (latent pixels,
+# cond + uncond batch) and of the VAE-encoder forward + backward (image pixels). Parameter count x
+# pixels tracks the FLOPs of a conv UNet of a fixed layout closely enough for a warning.
+CPU_UNET_SECONDS_PER_PARAM_PIXEL = 2.0e-12
+CPU_VAE_SECONDS_PER_PARAM_PIXEL = 2.0e-12
+
+_cpu_warned: set[str] = set()
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+
+def estimate_cpu_step_seconds(prior: DiffusersPrior, views: int = 1) -> float:
+    """Rough seconds of one SDS step on this kind of CPU: UNet on [x_t, x_t] + VAE encode with grad.
+
+    Args:
+        prior: a loaded prior.
+        views: renders per step (``camera.batch_size``).
+    """
+    h, w = (prior.resolution // prior.vae_scale_factor,) * 2 if prior.latent else (prior.resolution,) * 2
+    seconds = CPU_UNET_SECONDS_PER_PARAM_PIXEL * _count(prior.unet) * h * w * 2 * views
+    if prior.latent:
+        seconds += CPU_VAE_SECONDS_PER_PARAM_PIXEL * _count(prior.vae.encoder) * prior.resolution**2 * views
+    return seconds
+
+
+def _warn_cpu_once(prior: DiffusersPrior) -> None:
+    key = str(prior.path)
+    if key in _cpu_warned:
+        return
+    _cpu_warned.add(key)
+    import warnings
+
+    seconds = estimate_cpu_step_seconds(prior)
+    warnings.warn(
+        f"the latent prior {prior.path.name!r} runs on the CPU (fp32): about {seconds:.3g} s per SDS step per view "
+        f"(estimate; {_count(prior.unet) / 1e6:.0f}M-parameter UNet at {prior.resolution}px); a CUDA GPU is far faster",
+        CPUPriorWarning,
+        stacklevel=3,
+    )
+
+
+class CPUPriorWarning(UserWarning):
+    """A Stable-Diffusion-like (latent) prior is running on the CPU."""
