@@ -27,6 +27,10 @@ class RenderConfig:
     ray_bounds: rays are sampled inside the sphere of radius ``field.bound`` (DreamFusion's
     bounded sphere; the field is empty outside it) or inside the box [-bound, bound]^3.
     need_normals: compute normals even for albedo shading (the orientation loss needs them).
+    normal_weight_threshold: normals are evaluated only at samples with weight above it (zero
+    normals elsewhere; each such sample changes a pixel by < threshold); 0 evaluates them at every
+    sample in the same field pass as the density. Measured at the blob init (32x32, 40 samples):
+    1e-3 keeps 22% of the samples, moves pixels by <= 0.005, and cuts forward+backward ~25%.
     chunk_size: rays per chunk of no-grad renders (validation, videos); grad renders are one pass.
     """
 
@@ -42,6 +46,7 @@ class RenderConfig:
     light_perturb: float = 1.0
     ray_bounds: str = "sphere"
     need_normals: bool = False
+    normal_weight_threshold: float = 1e-3
     backend: str = "auto"
     chunk_size: int = 8192
 
@@ -65,5 +70,7 @@ def check_render_config(cfg: RenderConfig) -> None:
         fail(f"render.shading_probs={probs} must be non-negative with a positive sum")
     if len(tuple(cfg.light_direction)) != 3 or sum(c * c for c in cfg.light_direction) == 0:
         fail(f"render.light_direction={tuple(cfg.light_direction)} must be a non-zero 3-vector")
+    if cfg.normal_weight_threshold < 0:
+        fail(f"render.normal_weight_threshold={cfg.normal_weight_threshold} must be >= 0 (0 disables pruning)")
     if cfg.ambient < 0 or cfg.diffuse < 0:
         fail("render.ambient and render.diffuse must be non-negative (e.g. 0.1 and 0.9)")

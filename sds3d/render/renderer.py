@@ -70,10 +70,16 @@ def render_rays(
     if cfg.ray_bounds == "aabb":
         x = x.clamp(-bound, bound)  # the slab test can leave samples a rounding error outside
     n_hit = o.shape[0]
-    sigma, albedo, normals = _field_samples(field, x, need_normals)
+    threshold = cfg.normal_weight_threshold
+    sigma, albedo, normals = _field_samples(field, x, need_normals and threshold <= 0)
     sigma, albedo = sigma.reshape(n_hit, S), albedo.reshape(n_hit, S, 3)
-    normals = None if normals is None else normals.reshape(n_hit, S, 3)
     weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, sigma)
+    if need_normals and threshold > 0:
+        # Normals cost 3-6 extra field evaluations each, so only samples that are visible
+        # (w_i > threshold) get them; the rest contribute < threshold each to any output.
+        keep = (weights.detach() > threshold).reshape(-1).nonzero().squeeze(-1)
+        normals = x.new_zeros(x.shape).index_put((keep,), field.normals(x[keep]))
+    normals = None if normals is None else normals.reshape(n_hit, S, 3)
     if shading != "albedo":
         l = light if all_hit else light[idx]
         colours = shade(albedo, normals, l[:, None, :], shading, cfg.ambient, cfg.diffuse)
