@@ -1,7 +1,10 @@
 // CUDA implementation of the fused hash-grid encoding: one thread per (point, level) for the
 // forward and the embedding gradient (scatter-add with atomicAdd), one thread per point for d/dx.
-#include <ATen/cuda/CUDAContext.h>
+// c10's stream/guard headers only: ATen/cuda/CUDAContext.h pulls in cuBLAS/cuSPARSE headers,
+// which a minimal CUDA toolkit (nvcc + runtime) does not have.
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "hash_grid_ops.h"
 
@@ -67,7 +70,7 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& embeddings, const
   at::Tensor out = at::empty({n_points, levels.n_levels * n_features}, x.options());
   const int64_t work = n_points * levels.n_levels;
   if (work == 0) return out;
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hash_grid_forward_cuda", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* ep = embeddings.data_ptr<scalar_t>();
@@ -98,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out, con
     if (need_grad_x) grad_x.zero_();
     return {grad_embeddings, grad_x};
   }
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hash_grid_backward_cuda", [&] {
     const int64_t work = n_points * levels.n_levels;
     backward_embeddings_kernel<scalar_t><<<blocks_for(work), kThreads, 0, stream>>>(
