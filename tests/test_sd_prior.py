@@ -324,3 +324,31 @@ def test_cuda_fp16_channels_last_and_text_encoder_offload(tiny_sd):
     x = p.encode_images(torch.rand(1, 3, 16, 16, device="cuda"))
     eps = p.predict_noise(x, torch.tensor([500], device="cuda"), emb[:1])
     assert eps.dtype == x.dtype == torch.float32 and torch.isfinite(eps).all()
+
+
+SD_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dreamfusion-sd.yaml"
+
+
+def test_sds3d_run_dreamfusion_sd_config_end_to_end_on_cpu(tiny_sd, tmp_path, capsys):
+    """`sds3d run configs/dreamfusion-sd.yaml guidance.pretrained=<tiny SD>` -> a mesh, on CPU."""
+    from sds3d.cli import main
+
+    overrides = [
+        f"guidance.pretrained={tiny_sd}", "prompt=a red cube", f"out_dir={tmp_path}", "name=sd", "device=cpu",
+        "trainer.max_steps=3", "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.progress=false", "trainer.threads=1",
+        "trainer.orbit_frames=2", "trainer.orbit_resolution=16", "render.resolution=16", "render.num_samples=12",
+        "field.encoding.n_levels=2", "field.encoding.log2_hashmap_size=10", "field.encoding.max_resolution=16",
+        "field.encoding.backend=torch", "export.resolution=24", "export.formats=[obj]",
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["run", str(SD_CONFIG), *overrides]) == 0
+    run = tmp_path / "sd"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["skipped_steps"] == 0 and summary["final_loss_sds"] > 0
+    obj = (run / "mesh" / "mesh.obj").read_text()
+    assert obj.count("\nv ") > 10 and obj.count("\nf ") > 10
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 3 and all(m["t_mean"] >= 20 for m in metrics)  # t >= 0.02 T with T = 1000
+    cfg_text = (run / "config.yaml").read_text()
+    assert str(tiny_sd) in cfg_text and "scale: 100.0" in cfg_text

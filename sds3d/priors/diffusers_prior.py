@@ -219,9 +219,9 @@ def _warn_cpu_once(prior: DiffusersPrior) -> None:
     seconds = estimate_cpu_step_seconds(prior)
     warnings.warn(
         f"the latent prior {prior.path.name!r} runs on the CPU (fp32): about {seconds:.3g} s per SDS step per view "
-        f"(estimate; {_count(prior.unet) / 1e6:.0f}M-parameter UNet at {prior.resolution}px); a CUDA GPU is far faster",
+        f"(estimate; {_count(prior.unet) / 1e6:.3g}M-parameter UNet at {prior.resolution}px); a CUDA GPU is far faster",
         CPUPriorWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of load_prior
     )
 
 
