@@ -150,7 +150,6 @@ def _run_subprocess(job: RunJob, fn_ref: str, log_path: Path) -> dict:
     env = dict(os.environ)
     # The child imports exactly what this process can (tests pass fakes defined in tests/).
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    env.setdefault("OMP_NUM_THREADS", "1")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.run([sys.executable, "-m", "sds3d.sweep.worker", fn_ref, json.dumps(asdict(job))],
@@ -241,7 +240,8 @@ def run_ray(jobs: list[RunJob], run_fn: Callable, address: str | None, cpus_per_
 
     On a remote cluster the sweep folder and the config must be on storage every node sees.
     """
-    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": str(cpus_per_run)} if not address else None
+    # A local Ray's workers import what this process can (tests pass fakes defined in tests/).
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)} if not address else None
     ray, started = connect_ray(address, local_cpus, env)
     try:
         gpu = ray.cluster_resources().get("GPU", 0) >= 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 from .execute import read_summary
@@ -131,7 +132,9 @@ def result_image(run_dir: Path, size: int):
             try:
                 import imageio.v3 as iio
 
-                frame = iio.imread(run_dir / name, index=0)
+                with warnings.catch_warnings():  # imageio's ffmpeg reader leaves a pipe to the GC
+                    warnings.simplefilter("ignore", ResourceWarning)
+                    frame = iio.imread(run_dir / name, index=0)
                 return Image.fromarray(frame[..., :3]).convert("RGB").resize((size, size), Image.LANCZOS)
             except Exception:  # noqa: BLE001 - an unreadable video falls back to the renders
                 pass
@@ -151,7 +154,7 @@ def _cell_text(row: dict) -> list[str]:
     m = {k: row.get(k) for k in METRIC_COLUMNS}
     f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     return [f"IoU {f(m['iou'], '.2f')}  col {f(m['colour_error'], '.3f')}",
-            f"rec {f(m['recognition'], '.2f')}  {f(m['train_seconds'], '.0f')}s",
+            f"rec {f(m['recognition'], '.2f')}  {f(m['train_seconds'], '.3g')} s",
             f"loss {f(m['final_loss_sds'], '.3g')}"]
 
 
