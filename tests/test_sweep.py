@@ -106,6 +106,8 @@ def test_run_names_are_deterministic_and_readable():
     x = run_folder_name("p", 0, (("guidance.negative_prompt", '"blurry, low"'),))
     y = run_folder_name("p", 0, (("guidance.negative_prompt", '"blurry low"'),))
     assert x != y and x.startswith("p__seed-0__guidance.negative_prompt-blurry-low-")
+    empty = run_folder_name("p", 0, (("guidance.negative_prompt", '""'),))
+    assert re.fullmatch(r"p__seed-0__guidance\.negative_prompt-v-[0-9a-f]{6}", empty)
     assert len(run_folder_name("p" * 300, 0, (("k", "v" * 300),))) <= 150
 
 

@@ -152,7 +152,7 @@ def display_value(text: str) -> str:
 def _value_slug(text: str) -> str:
     shown = display_value(text)
     clean = re.sub(r"[^A-Za-z0-9.]+", "-", shown).strip("-.")[:40]
-    if clean == shown:
+    if clean and clean == shown:
         return clean
     # Lossy (spaces, quotes, brackets, empty): a short hash keeps distinct values apart.
     return f"{clean or 'v'}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
