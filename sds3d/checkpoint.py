@@ -37,3 +37,11 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"checkpoint {path} is not an sds3d checkpoint")
     return state
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped early (Ctrl-C); the checkpoint of the last finished step was saved."""
+
+    def __init__(self, step: int, run_dir: Path):
+        super().__init__(f"interrupted at step {step}; checkpoint saved. Continue with: sds3d run --resume {run_dir}")
+        self.step = step

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print("sds3d: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
-        from .trainer import TrainingInterrupted
+        from .checkpoint import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):
             print(f"sds3d: {e}", file=sys.stderr)

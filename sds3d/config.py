@@ -7,9 +7,10 @@ before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -63,13 +64,13 @@ class RunConfig:
     out_dir: str = "runs"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    camera: CameraConfig = field(default_factory=CameraConfig)
-    field: FieldConfig = field(default_factory=FieldConfig)
-    background: BackgroundConfig = field(default_factory=BackgroundConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
+    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    background: BackgroundConfig = dataclasses.field(default_factory=BackgroundConfig)
+    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
+    guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
 def _all_keys(node, prefix: str = "") -> list[str]:
@@ -125,7 +126,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value (e.g. guidance.scale=7.5)")
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+        key, value = item.split("=", 1)
+        if value.strip():
+            other = OmegaConf.from_dotlist([item])
+        else:  # `prompt=` means the empty string (from_dotlist would make it null)
+            other = OmegaConf.create()
+            OmegaConf.update(other, key.strip(), "", force_add=True)
+        cfg = _merge(cfg, other, f"override {item!r}")
     try:
         run = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
@@ -180,10 +187,17 @@ def check_config(cfg: RunConfig) -> None:
         fail(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N")
     if cfg.name and run_name(cfg) != cfg.name:
         fail(f"name={cfg.name!r} may hold only letters, digits, '.', '_' and '-'")
-    try:
-        check_guidance_config(cfg.guidance)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    from .export.mesh import check_config as check_export_config
+    from .fields.background import check_background_config
+    from .fields.nerf import check_field_config
+    from .render import check_render_config
+
+    for check, part in ((check_guidance_config, cfg.guidance), (check_field_config, cfg.field), (check_render_config, cfg.render),
+                        (check_background_config, cfg.background), (check_export_config, cfg.export)):
+        try:
+            check(part)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def run_name(cfg: RunConfig) -> str:

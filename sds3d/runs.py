@@ -107,9 +107,10 @@ def finish_run(cfg: RunConfig, run_dir: Path, field, background, train_seconds: 
     field.eval()
     summary = {"prompt": cfg.prompt, "steps": cfg.trainer.max_steps, "skipped_steps": skipped_steps,
                "train_seconds": round(train_seconds, 2), "final_loss_sds": final_loss}
-    summary.update(export_mesh(cfg, run_dir, field))
+    # The video first: if the mesh comes out empty, the run still shows what it learned.
     summary["orbit"] = str(render_orbit(cfg, run_dir, field, background))
     update_summary(run_dir, summary)
+    update_summary(run_dir, export_mesh(cfg, run_dir, field))
     if cfg.trainer.evaluate and cfg.guidance.pretrained == "toy":
         from .eval import evaluate_run
 

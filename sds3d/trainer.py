@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .cameras import orbit_cameras, sample_cameras
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint
 from .config import RunConfig, to_yaml
 from .fields.background import Background
 from .fields.nerf import NeRFField
@@ -25,14 +25,6 @@ from .guidance import PromptProcessor, SDSGuidance
 from .priors import load_prior
 from .render import render, sample_shading
 from .render.losses import opacity_entropy_loss, opacity_loss, orientation_loss
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C during training; the checkpoint of the last finished step was saved."""
-
-    def __init__(self, step: int, run_dir: Path):
-        super().__init__(f"interrupted at step {step}; checkpoint saved. Continue with: sds3d run --resume {run_dir}")
-        self.step = step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -94,7 +86,7 @@ def save_validation_renders(field, background, cfg: RunConfig, path: Path) -> No
     iio.imwrite(path, (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8"))
 
 
-def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None) -> dict:
+def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None, finish: bool = True) -> dict:
     """Optimise a NeRF for ``cfg.prompt`` by SDS, then export the mesh and the orbit video.
 
     Args:
@@ -102,6 +94,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
         run_dir: the run folder (created by the caller); outputs per DESIGN.md.
         resume: continue from ``run_dir/ckpt/last.pt``.
         stop_after: stop (with a checkpoint, like Ctrl-C) after this many steps in total (tests).
+        finish: export the mesh and orbit video and evaluate after the last step.
 
     Returns:
         The summary written to ``summary.json``.
@@ -186,11 +179,11 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
                 elapsed = time.time() - t_start
 
                 if finite:
-                    recent = (recent + [float(losses["loss_sds"])])[-50:]
+                    recent = (recent + [losses["loss_sds"].item()])[-50:]
                 if step % max(1, t.log_every) == 0 or step == end:
-                    record = {"step": step, "loss": float(loss) if finite else None, "skipped_steps": skipped,
+                    record = {"step": step, "loss": loss.item() if finite else None, "skipped_steps": skipped,
                               "shading": shading, "elapsed_s": round(elapsed, 3)}
-                    record.update({k: float(v) for k, v in losses.items() if v.numel() == 1 and math.isfinite(float(v))})
+                    record.update({k: v.item() for k, v in losses.items() if v.numel() == 1 and math.isfinite(v.item())})
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                 bar.update(1)
@@ -208,6 +201,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
     if step < t.max_steps:
         raise TrainingInterrupted(step, run_dir)
 
+    if not finish:
+        return {"steps": step, "skipped_steps": skipped}
     from .runs import finish_run
 
     return finish_run(cfg, run_dir, field, background, train_seconds=elapsed, skipped_steps=skipped,

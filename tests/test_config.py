@@ -29,7 +29,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("promt=a cube", "did you mean 'prompt'"),
         ("trainer.lr=-1", "trainer.lr=-1.0 must be positive"),
         ("render.resolution=0", "render.resolution=0 must be a positive"),
-        ("guidance.t_min=0.9", "t_min=0.9 exceeds t_max"),
+        ("guidance.t_min=0.99", "t_min=0.99 exceeds t_max"),
         ("guidance.scale=abc", "invalid value for 'guidance.scale'"),
         ("name=../../etc", "name='../../etc' may hold only"),
     ],

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny random-weight pixel prior in the toy prior's diffusers layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+TEXT_LEN = 16
+
+
+def build_tiny_pixel_prior(folder: Path, seed: int = 0) -> Path:
+    """ToyUNet + CLIP text model with random weights, saved like the shipped toy prior."""
+    from diffusers import DDPMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sds3d.priors.toy_unet import ToyUNet
+    from sds3d.priors.train_toy import build_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(TEXT_LEN, folder.parent / f"{folder.name}-tokenizer-src")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=TEXT_LEN, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    unet = ToyUNet(sample_size=32, block_out_channels=(8, 16, 16), cross_attention_dim=16, attention_heads=2, norm_num_groups=4)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, clip_sample=False)
+    unet.save_pretrained(folder / "unet")
+    text_encoder.save_pretrained(folder / "text_encoder")
+    tokenizer.save_pretrained(folder / "tokenizer")
+    scheduler.save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "SDS3DToyPipeline", "unet": ["sds3d.priors.toy_unet", "ToyUNet"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDPMScheduler"]}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_pixel_prior(tmp_path_factory) -> Path:
+    return build_tiny_pixel_prior(tmp_path_factory.mktemp("priors") / "tiny-pixel")
