@@ -1,0 +1,140 @@
+"""Seconds per SDS step of latent (Stable-Diffusion-shaped) priors on the CPU, and peak RSS.
+
+Parts (run each in its own process so peak RSS is the part's own):
+  tiny  the tiny random-weight SD pipeline of tests/test_sd_prior.py: one full SDS step
+        (resize 64 -> 16, VAE encode with grad, one UNet call on [x_t, x_t], backward to the render).
+  unet  the Stable Diffusion 2.1-base UNet *shape* (UNet2DConditionModel built from its config
+        values, random weights, fp32): one no-grad call on the CFG batch, 2 x 4 x 64 x 64 latents,
+        77 x 1024 text embeddings (what one SDS step costs in the UNet per view).
+  vae   the SD VAE encoder (AutoencoderKL from its config values, random weights): forward +
+        backward of one image at --vae-size pixels (the render's path into latent space).
+
+Prints one JSON line per part, including the seconds per (parameter x pixel) constants that
+``sds3d.priors.diffusers_prior`` uses for its CPU warning. Check `uptime` first (load < 1.5).
+
+    python scripts/bench_sd_step.py --part tiny
+    python scripts/bench_sd_step.py --part unet --repeats 2
+    python scripts/bench_sd_step.py --part vae --vae-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SD21_BASE_UNET = dict(  # stabilityai/stable-diffusion-2-1-base unet/config.json (values that set the shape)
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True, norm_num_groups=32,
+)
+SD_VAE = dict(  # the SD 1.x/2.x vae/config.json
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, sample_size=512,
+)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def timed(fn, repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench_tiny(args) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_sd_prior import build_tiny_sd
+
+    from sds3d.guidance import GuidanceConfig, PromptProcessor, SDSGuidance
+    from sds3d.priors import PriorConfig, load_prior
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prior = load_prior(str(build_tiny_sd(Path(tmp) / "tiny")), cfg=PriorConfig(warn_cpu=False))
+    processor = PromptProcessor(prior, "a red cube", "blurry")
+    guidance = SDSGuidance(GuidanceConfig(scale=100.0), prior)
+    emb = processor(torch.tensor([30.0]), torch.tensor([10.0]))
+    gen = torch.Generator().manual_seed(0)
+    rgb = torch.rand(1, 3, 64, 64, requires_grad=True)
+
+    def step():
+        guidance(rgb, emb, step=0, generator=gen)["loss_sds"].backward()
+
+    times = timed(step, args.repeats, warmup=3)
+    n = sum(p.numel() for p in prior.parameters())
+    return {"part": "tiny", "params": n, "render": 64, "prior_resolution": prior.resolution, "s_per_step_median": statistics.median(times),
+            "s_per_step_min": min(times), "repeats": len(times)}
+
+
+def bench_unet(args) -> dict:
+    from diffusers import UNet2DConditionModel
+
+    t0 = time.perf_counter()
+    unet = UNet2DConditionModel(**SD21_BASE_UNET).eval().requires_grad_(False)
+    build_s = time.perf_counter() - t0
+    n = sum(p.numel() for p in unet.parameters())
+    x_t = torch.randn(2, 4, 64, 64)  # [x_t, x_t]: cond + uncond of one view
+    t = torch.tensor([500, 500])
+    emb = torch.randn(2, 77, 1024)
+
+    @torch.no_grad()
+    def call():
+        unet(x_t, t, encoder_hidden_states=emb)
+
+    times = timed(call, args.repeats, warmup=args.warmup)
+    s = statistics.median(times)
+    return {"part": "unet", "shape": "SD 2.1-base", "params": n, "build_s": round(build_s, 1), "s_per_step_median": s,
+            "s_per_step_all": [round(v, 2) for v in times], "s_per_param_pixel": s / (n * 64 * 64 * 2)}
+
+
+def bench_vae(args) -> dict:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(**SD_VAE).eval().requires_grad_(False)
+    n = sum(p.numel() for p in vae.encoder.parameters())
+    size = args.vae_size
+    rgb = torch.rand(1, 3, size, size, requires_grad=True)
+
+    def step():
+        z = vae.encode(rgb * 2 - 1).latent_dist.sample() * 0.18215
+        z.backward(torch.randn_like(z))
+
+    times = timed(step, args.repeats, warmup=args.warmup)
+    s = statistics.median(times)
+    return {"part": "vae", "encoder_params": n, "size": size, "s_fwd_bwd_median": s, "s_all": [round(v, 2) for v in times],
+            "s_per_param_pixel": s / (n * size * size), "s_at_512_extrapolated": s * (512 / size) ** 2}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=["tiny", "unet", "vae"], required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--vae-size", type=int, default=256)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    result = {"tiny": bench_tiny, "unet": bench_unet, "vae": bench_vae}[args.part](args)
+    result.update(threads=args.threads, torch=torch.__version__, peak_rss_mib=round(peak_rss_mib()),
+                  date=time.strftime("%Y-%m-%d"))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
