@@ -352,3 +352,30 @@ def test_sds3d_run_dreamfusion_sd_config_end_to_end_on_cpu(tiny_sd, tmp_path, ca
     assert metrics[-1]["step"] == 3 and all(m["t_mean"] >= 20 for m in metrics)  # t >= 0.02 T with T = 1000
     cfg_text = (run / "config.yaml").read_text()
     assert str(tiny_sd) in cfg_text and "scale: 100.0" in cfg_text
+
+
+def test_pixel_prior_folder_same_code_path_no_cpu_warning(tiny_sd, tmp_path, monkeypatch):
+    """A ToyUNet pixel-space folder (the toy prior's layout) loads through the same loader, without the SD warning."""
+    import shutil
+
+    from sds3d.priors.toy_unet import ToyUNet
+
+    folder = tmp_path / "pixel"
+    folder.mkdir()
+    for part in ("text_encoder", "tokenizer", "scheduler"):
+        shutil.copytree(tiny_sd / part, folder / part)
+    index = json.loads((tiny_sd / "model_index.json").read_text())
+    index = {k: v for k, v in index.items() if k not in ("vae", "safety_checker", "feature_extractor", "image_encoder")}
+    index["unet"] = ["sds3d", "ToyUNet"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    ToyUNet(sample_size=8, block_out_channels=(8, 16), cross_attention_dim=32, attention_heads=2, norm_num_groups=4).save_pretrained(folder / "unet")
+    monkeypatch.setattr(dp, "_cpu_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p = load_prior(str(folder))
+    assert not [w for w in caught if issubclass(w.category, dp.CPUPriorWarning)]
+    assert not p.latent and p.resolution == 8
+    x = p.encode_images(torch.ones(1, 3, 8, 8))
+    torch.testing.assert_close(x, torch.ones(1, 3, 8, 8))  # pixel prior: rgb * 2 - 1
+    eps = p.predict_noise(x, torch.tensor([10]), p.encode_prompts(["a red cube"]))
+    assert eps.shape == x.shape and torch.isfinite(eps).all()
