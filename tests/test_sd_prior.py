@@ -339,6 +339,7 @@ def test_sds3d_run_dreamfusion_sd_config_end_to_end_on_cpu(tiny_sd, tmp_path, ca
         "trainer.orbit_frames=2", "trainer.orbit_resolution=16", "render.resolution=16", "render.num_samples=12",
         "field.encoding.n_levels=2", "field.encoding.log2_hashmap_size=10", "field.encoding.max_resolution=16",
         "field.encoding.backend=torch", "export.resolution=24", "export.formats=[obj]",
+        "guidance.negative_prompt=blurry", "guidance.perp_neg=true",
     ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -351,7 +352,7 @@ def test_sds3d_run_dreamfusion_sd_config_end_to_end_on_cpu(tiny_sd, tmp_path, ca
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 3 and all(m["t_mean"] >= 20 for m in metrics)  # t >= 0.02 T with T = 1000
     cfg_text = (run / "config.yaml").read_text()
-    assert str(tiny_sd) in cfg_text and "scale: 100.0" in cfg_text
+    assert str(tiny_sd) in cfg_text and "scale: 100.0" in cfg_text and "perp_neg: true" in cfg_text
 
 
 def test_pixel_prior_folder_same_code_path_no_cpu_warning(tiny_sd, tmp_path, monkeypatch):
