@@ -181,12 +181,14 @@ class DiffusersPrior(Prior):
         return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-# CPU cost model of one SDS step, fp32, from scripts/bench_sd_step.py (SD 2.1-base shapes, random
-# weights, 2-core CPU): seconds per (parameter x pixel) of the no-grad UNet forward (latent pixels,
-# cond + uncond batch) and of the VAE-encoder forward + backward (image pixels). Parameter count x
-# pixels tracks the FLOPs of a conv UNet of a fixed layout closely enough for a warning.
-CPU_UNET_SECONDS_PER_PARAM_PIXEL = 2.0e-12
-CPU_VAE_SECONDS_PER_PARAM_PIXEL = 2.0e-12
+# CPU cost model of one SDS step, fp32, from scripts/bench_sd_step.py (random weights, 2 threads of a
+# 2-core CPU, torch 2.13, 2026-11-24): SD 2.1-base UNet on the CFG batch 2 x 4 x 64 x 64 took 19.3 s
+# (866M params -> 2.72e-12 s per parameter x latent pixel x batch row); the SD VAE encoder forward +
+# backward at 256 px took 5.96 s (34.2M params -> 2.66e-12 s per parameter x image pixel), ~24 s at
+# 512 px. Parameter count x pixels tracks the FLOPs of a fixed conv layout, so this is meant for
+# SD-sized models (tiny ones are overhead-bound: the 1.9M test pipeline measured 4.6 ms, 1 thread).
+CPU_UNET_SECONDS_PER_PARAM_PIXEL = 2.72e-12
+CPU_VAE_SECONDS_PER_PARAM_PIXEL = 2.66e-12
 
 _cpu_warned: set[str] = set()
 
