@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .base import Prior, PriorError
-from .config import PriorConfig, resolve_dtype
+from .config import PriorConfig, check_prior_config, resolve_dtype
 
 
 def _unet_classes() -> dict:
@@ -68,6 +68,7 @@ class DiffusersPrior(Prior):
         path = Path(path)
         device = torch.device(device)
         self.cfg = cfg = cfg if cfg is not None else PriorConfig()
+        check_prior_config(cfg)
         # fp16 on CUDA, fp32 on CPU (no half-precision ops on CPU); an explicit dtype wins.
         self.dtype = dtype or resolve_dtype(cfg, device)
         _read_json(path / "model_index.json", "the pipeline index")
