@@ -178,7 +178,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert len(failed) == 2 and all(r["error"] == "RuntimeError: boom: fake failure" for r in failed)
     summary = json.loads((Path(spec.out) / failed[0]["run"] / "summary.json").read_text())
     assert summary["status"] == "failed" and "boom" in summary["error"]
-    rows = list(csv.DictReader(open(result.files["summary.csv"])))
+    rows = list(csv.DictReader(result.files["summary.csv"].read_text().splitlines()))
     assert [r["status"] for r in rows] == ["done", "done", "failed", "failed"]
     assert rows[1]["guidance.scale"] == "7.5" and float(rows[1]["iou"]) == pytest.approx(0.075)
     assert "boom: fake failure" in result.files["summary.md"].read_text()
@@ -269,9 +269,10 @@ def test_tiny_sweep_end_to_end_on_local_ray(tmp_path, monkeypatch, capsys):
             "--out", str(out), "--ray"]
     code, err = _cli(argv, capsys)
     assert code == 0, err
-    rows = list(csv.DictReader(open(out / "summary.csv")))
+    rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
     assert [(r["guidance.scale"], r["status"]) for r in rows] == [("3", "done"), ("30", "done")]
     assert all(float(r["train_seconds"]) > 0 and r["final_loss_sds"] for r in rows)
+    assert all(0 <= float(r["iou"]) <= 1 and 0 <= float(r["recognition"]) <= 1 for r in rows)  # eval ran on the toy prompt
     assert (out / "comparison.png").stat().st_size > 0 and (out / rows[0]["run"] / "mesh").is_dir()
     code, err = _cli(argv, capsys)  # again: both finished, nothing to run
     assert code == 0 and any("2 finished, 0 to resume, 0 to start" in line for line in err)
