@@ -104,12 +104,6 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-def cmd_train_prior(args) -> int:
-    from .priors.train_toy import main as train_toy_main
-
-    return train_toy_main(args.extra) or 0
-
-
 def cmd_sweep(args) -> int:
     from .sweep import run_sweep_cli
 
@@ -159,8 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_doctor)
 
     t = sub.add_parser("train-prior", help="train the embedded toy prior (about 15 min on 2 CPU cores)")
-    t.add_argument("extra", nargs=argparse.REMAINDER, help="options of scripts/train_toy_prior.py")
-    t.set_defaults(func=cmd_train_prior)
+    t.add_argument("--help-options", action="store_true", help="see `sds3d train-prior --help`")
 
     try:
         from .sweep import add_sweep_parser
@@ -172,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train-prior"]:  # its own options (argparse REMAINDER drops leading --flags)
+        from .priors.train_toy import main as train_toy_main
+
+        train_toy_main(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     try:

@@ -22,6 +22,7 @@ from .fields.background import BackgroundConfig
 from .fields.nerf import FieldConfig
 from .guidance import GuidanceConfig, check_guidance_config
 from .paths import slugify
+from .priors.config import PriorConfig, check_prior_config
 from .render import RenderConfig
 
 
@@ -69,6 +70,7 @@ class RunConfig:
     background: BackgroundConfig = dataclasses.field(default_factory=BackgroundConfig)
     render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
     guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
+    prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
@@ -193,7 +195,8 @@ def check_config(cfg: RunConfig) -> None:
     from .render import check_render_config
 
     for check, part in ((check_guidance_config, cfg.guidance), (check_field_config, cfg.field), (check_render_config, cfg.render),
-                        (check_background_config, cfg.background), (check_export_config, cfg.export)):
+                        (check_background_config, cfg.background), (check_export_config, cfg.export),
+                        (check_prior_config, cfg.prior)):
         try:
             check(part)
         except ValueError as e:

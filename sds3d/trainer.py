@@ -106,7 +106,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
         torch.set_num_threads(t.threads)
 
     # Prompt -> embeddings (each distinct text encoded once; view-dependent suffixes).
-    prior = load_prior(cfg.guidance.pretrained, device=device)
+    prior = load_prior(cfg.guidance.pretrained, device=device, cfg=cfg.prior)
     if cfg.guidance.pretrained == "toy":
         from .toyworld.prompts import check_vocabulary
 
@@ -214,6 +214,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
     if step < t.max_steps:
         raise TrainingInterrupted(step, run_dir)
 
+    if not recent and metrics_path.exists():  # resumed at max_steps: the log has the last losses
+        logged = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+        recent = [r["loss_sds"] for r in logged if "loss_sds" in r][-5:]
     if not finish:
         return {"steps": step, "skipped_steps": skipped}
     from .runs import finish_run
