@@ -65,7 +65,7 @@ def main() -> None:
     print(f"  {'total':<12} {total:7.2f} s  (budget 60 s, goal 15 s)")
     ev = summary.get("eval", {})
     if ev:
-        print(f"  metrics: iou={ev.get('iou')} colour_error={ev.get('colour_error')} recognition={ev.get('recognition')}")
+        print(f"  metrics: iou={ev.get('mesh_iou')} colour_error={ev.get('colour_error')} recognition={ev.get('recognition')}")
 
 
 if __name__ == "__main__":

@@ -49,10 +49,11 @@ def cmd_run(args) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    keys = ["prompt", "train_seconds", "skipped_steps", "final_loss_sds", "iou", "colour_error", "recognition", "orbit"]
-    shown = {k: summary[k] for k in keys if k in summary}
+    shown = {k: summary[k] for k in ("prompt", "train_seconds", "skipped_steps", "final_loss_sds", "orbit") if k in summary}
     if isinstance(summary.get("mesh"), dict):
         shown["mesh"] = summary["mesh"].get("obj")
+    ev = summary.get("eval") or {}
+    shown.update({k: ev[k] for k in ("mesh_iou", "colour_error", "recognition") if ev.get(k) is not None})
     print(json.dumps(shown, indent=2))
 
 

@@ -46,6 +46,9 @@ class ExportConfig:
             entering the grid along the 6 axis directions reach 50% accumulated opacity (see
             ``auto_threshold``), so the mesh sits where the rendered surface is, whatever the
             scale of the trained density; a number is used as is.
+        surface_opacity: with ``threshold="auto"``, the accumulated opacity at which an axis ray
+            is taken to reach the surface (0.5: the median of the ray's weights; lower values sit
+            further out, where a soft density shell starts to occlude).
         up_axis: ``"y"``: files are +y up with the object's front (world +x, azimuth 0) facing +z
             (glTF / Blender OBJ import convention); ``"z"``: files keep the world frame.
         min_component_fraction: connected components with fewer than this fraction of all faces
@@ -59,6 +62,7 @@ class ExportConfig:
 
     resolution: int = 128
     threshold: Any = "auto"  # str | float (OmegaConf structured configs have no unions)
+    surface_opacity: float = 0.5
     up_axis: str = "y"
     min_component_fraction: float = 0.05
     texture: str = "auto"
@@ -74,6 +78,8 @@ def check_config(cfg: ExportConfig) -> None:
     """Raise ``ExportError`` naming the first invalid setting."""
     if int(cfg.resolution) < 8:
         raise ExportError(f"export.resolution={cfg.resolution} is too small; use at least 8 (default 128)")
+    if not 0.0 < float(cfg.surface_opacity) < 1.0:
+        raise ExportError(f"export.surface_opacity={cfg.surface_opacity} must be within (0, 1), e.g. 0.5")
     if isinstance(cfg.threshold, str) and cfg.threshold != "auto":
         try:
             float(cfg.threshold)
@@ -129,7 +135,7 @@ def density_grid(field, resolution: int, chunk_size: int = 65536) -> tuple[np.nd
     return np.nan_to_num(sigma, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0.0), 2.0 * bound / (resolution - 1)
 
 
-def auto_threshold(sigma: np.ndarray, spacing: float) -> float:
+def auto_threshold(sigma: np.ndarray, spacing: float, surface_opacity: float = 0.5) -> float:
     """The density level of the surface a renderer sees, from axis-aligned rays through the grid.
 
     Along each grid line, in each of the 6 axis directions, the optical depth
@@ -147,6 +153,7 @@ def auto_threshold(sigma: np.ndarray, spacing: float) -> float:
     Args:
         sigma: density grid. Shape: (R, R, R).
         spacing: distance between grid samples (delta).
+        surface_opacity: accumulated opacity that defines the crossing (0.5 above).
 
     Returns:
         The iso level.
@@ -154,6 +161,7 @@ def auto_threshold(sigma: np.ndarray, spacing: float) -> float:
     Raises:
         EmptyMeshError: no ray becomes half opaque.
     """
+    depth = -math.log(1.0 - surface_opacity)  # optical depth tau with 1 - exp(-tau) = surface_opacity
     levels = []
     n = sigma.shape[0]
     for axis in range(3):
@@ -162,15 +170,15 @@ def auto_threshold(sigma: np.ndarray, spacing: float) -> float:
             s = s[..., ::-1] if flip else s
             s = s.reshape(-1, n).astype(np.float64)
             tau = np.cumsum(s * spacing, axis=1)  # optical depth at the far end of each sample's segment
-            crossed = tau[:, -1] >= _HALF_OPACITY_DEPTH
+            crossed = tau[:, -1] >= depth
             if not crossed.any():
                 continue
             s, tau = s[crossed], tau[crossed]
             rows = np.arange(len(s))
-            k = np.argmax(tau >= _HALF_OPACITY_DEPTH, axis=1)  # segment where the ray becomes half opaque
+            k = np.argmax(tau >= depth, axis=1)  # segment where the ray becomes half opaque
             before = tau[rows, k] - s[rows, k] * spacing
             # Crossing position in sample units: inside segment [k - 1/2, k + 1/2].
-            x = k - 0.5 + (_HALF_OPACITY_DEPTH - before) / np.maximum(s[rows, k] * spacing, 1e-12)
+            x = k - 0.5 + (depth - before) / np.maximum(s[rows, k] * spacing, 1e-12)
             x = np.clip(x, 0.0, n - 1.0)
             i0 = np.minimum(np.floor(x).astype(np.int64), n - 2)
             f = x - i0
@@ -178,7 +186,7 @@ def auto_threshold(sigma: np.ndarray, spacing: float) -> float:
             levels.append(np.minimum(crossing, 0.5 * s.max(axis=1)))
     if not levels:
         raise EmptyMeshError(
-            f"the field is transparent: no ray through the grid reaches 50% opacity (max density "
+            f"the field is transparent: no ray through the grid reaches {surface_opacity:.0%} opacity (max density "
             f"{float(sigma.max()):.3g}); train longer, check the run's density, or pass export.threshold=<smaller number>"
         )
     return float(np.median(np.concatenate(levels)))
@@ -186,7 +194,7 @@ def auto_threshold(sigma: np.ndarray, spacing: float) -> float:
 
 def resolve_threshold(cfg: ExportConfig, sigma: np.ndarray, spacing: float) -> float:
     """The iso level cfg asks for on this grid."""
-    return auto_threshold(sigma, spacing) if cfg.threshold == "auto" else float(cfg.threshold)
+    return auto_threshold(sigma, spacing, cfg.surface_opacity) if cfg.threshold == "auto" else float(cfg.threshold)
 
 
 def remove_floaters(mesh: trimesh.Trimesh, min_component_fraction: float) -> trimesh.Trimesh:

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="sds3d train-prior", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=PACKAGE / "assets" / "toy-prior")
     ap.add_argument("--work-dir", type=Path, default=Path("data") / "toy-prior-train", help="checkpoints for --resume")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--images-per-pair", type=int, default=1500, help="renders per (shape, colour)")
     ap.add_argument("--lr", type=float, default=1e-3)
