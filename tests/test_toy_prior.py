@@ -1,0 +1,75 @@
+"""The shipped toy prior: loads offline through load_prior, interface shapes, seeded sampling, errors."""
+
+import shutil
+
+import pytest
+import torch
+
+from sds3d.priors import PriorError, TOY_PRIOR_PATH, load_prior
+from sds3d.priors.sampling import sample_images
+from sds3d.priors.toy_unet import ToyUNet
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_prior("toy")
+
+
+def test_shipped_prior_is_small_and_in_diffusers_layout():
+    files = [f for f in TOY_PRIOR_PATH.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= 20 * 2**20
+    for part in ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                 "scheduler/scheduler_config.json", "model_index.json"):
+        assert (TOY_PRIOR_PATH / part).is_file(), part
+    assert not any(f.suffix in (".bin", ".pt", ".pkl") for f in files)  # weights are data, never pickles
+
+
+def test_interface_shapes(toy):
+    assert not toy.latent and toy.resolution == 32 and toy.num_train_timesteps == 1000
+    abar = toy.alphas_cumprod
+    assert abar.shape == (1000,) and abar.dtype == torch.float32 and bool((abar[1:] < abar[:-1]).all())
+    emb = toy.encode_prompts(["a red cube", ""])
+    assert emb.shape[0] == 2 and emb.ndim == 3 and not emb.requires_grad
+    assert not torch.allclose(emb[0], emb[1])
+    rgb = torch.rand(2, 3, 64, 64, requires_grad=True)
+    x = toy.encode_images(rgb)
+    assert x.shape == (2, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    x.sum().backward()
+    assert rgb.grad is not None and rgb.grad.abs().sum() > 0
+    eps = toy.predict_noise(x.detach(), torch.tensor([10, 900]), emb)
+    assert eps.shape == x.shape and torch.isfinite(eps).all()
+    assert all(not p.requires_grad for p in toy.parameters())
+
+
+def test_sampling_is_deterministic_with_a_seed(toy):
+    a = sample_images(toy, ["a blue cone"], 3.0, 5, torch.Generator().manual_seed(1))
+    b = sample_images(toy, ["a blue cone"], 3.0, 5, torch.Generator().manual_seed(1))
+    c = sample_images(toy, ["a blue cone"], 3.0, 5, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (1, 3, 32, 32)
+
+
+def test_toy_unet_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    unet = ToyUNet(block_out_channels=(8, 16, 16), cross_attention_dim=16, attention_heads=2, norm_num_groups=4).eval()
+    unet.save_pretrained(tmp_path / "unet")
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    again = ToyUNet.from_pretrained(tmp_path / "unet").eval()
+    x, t, ctx = torch.randn(2, 3, 32, 32), torch.tensor([3, 700]), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        assert torch.equal(unet(x, t, ctx).sample, again(x, t, ctx).sample)
+
+
+def test_missing_and_corrupt_priors_are_one_line_errors(tmp_path):
+    with pytest.raises(PriorError, match="does not exist"):
+        load_prior(str(tmp_path / "missing"))
+    broken = tmp_path / "broken"
+    shutil.copytree(TOY_PRIOR_PATH, broken)
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(PriorError, match="could not load the UNet") as e:
+        load_prior(str(broken))
+    assert "\n" not in str(e.value)
+    (broken / "model_index.json").unlink()
+    with pytest.raises(PriorError, match="model_index.json is missing"):
+        load_prior(str(broken))
