@@ -12,6 +12,7 @@ impossible is the caller's choice (``sds3d.fields.encoding`` does it, with one w
 from __future__ import annotations
 
 import logging
+import sys
 import os
 import threading
 from collections.abc import Sequence
@@ -50,6 +51,13 @@ def build(with_cuda: bool | None = None, verbose: bool = False) -> ModuleType:
 
     if with_cuda is None:
         with_cuda = torch.cuda.is_available()
+    name = "sds3d_hash_grid_cuda" if with_cuda else "sds3d_hash_grid_cpu"
+    try:  # say so when this is a real compile (tens of seconds), not a cache hit
+        cached = (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists()
+    except Exception:  # noqa: BLE001 -- private helper; only decides whether to print a notice
+        cached = True
+    if not cached:
+        print(f"sds3d: compiling the cuda_ext hash-grid kernel ({name}), once per machine: ~30 s", file=sys.stderr, flush=True)
     sources = [str(_SOURCE_DIR / name) for name in _CPU_SOURCES]
     cflags = ["-O3", "-fopenmp"]  # -fopenmp: at::parallel_for is an inline OpenMP region in torch's headers
     cuda_cflags = ["-O3"]
@@ -58,7 +66,7 @@ def build(with_cuda: bool | None = None, verbose: bool = False) -> ModuleType:
         cflags.append("-DSDS3D_WITH_CUDA")
         cuda_cflags.append("-DSDS3D_WITH_CUDA")
     return cpp_extension.load(
-        name="sds3d_hash_grid_cuda" if with_cuda else "sds3d_hash_grid_cpu",
+        name=name,
         sources=sources,
         extra_include_paths=[str(_SOURCE_DIR)],
         extra_cflags=cflags,
