@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..cameras import Cameras, get_rays
+from ..cameras import Cameras
 from .config import RenderConfig, RenderConfigError, check_render_config
 from .rays import intersect_aabb, intersect_sphere
-from .shading import light_directions, shade
+from .renderer import camera_rays
+from .shading import shade
 
 
 @dataclass
@@ -182,16 +183,8 @@ def render_packed(packed: PackedRenderer, field, background, cameras: Cameras, c
     Stratified jitter inside nerfacc draws from torch's global RNG (``generator`` only drives the light).
     """
     check_render_config(cfg)
-    res = cfg.resolution if resolution is None else int(resolution)
+    res, origins, dirs, light, need = camera_rays(cameras, cfg, shading, light_dir, resolution, generator, need_normals)
     B = len(cameras)
-    origins, dirs = get_rays(cameras, res)
-    origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-    need = shading != "albedo" or (cfg.need_normals if need_normals is None else need_normals)
-    light = None
-    if shading != "albedo":
-        light = light_directions(cfg, cameras, generator) if light_dir is None else light_dir.to(dirs)
-        light = torch.nn.functional.normalize(light.reshape(-1, 3), dim=-1).expand(B, 3)
-        light = light[:, None, :].expand(B, res * res, 3).reshape(-1, 3)
     flat = packed.render_rays(field, background, origins, dirs, cfg, shading, light, need, stratified)
     out = {k: flat[k].reshape(B, res, res, -1).permute(0, 3, 1, 2) for k in ("rgb", "opacity", "depth", "normal", "albedo")}
     out["rgb"] = out["rgb"].clamp(0.0, 1.0)

@@ -106,6 +106,26 @@ def render_rays(
     return out
 
 
+def camera_rays(cameras, cfg: RenderConfig, shading: str, light_dir, resolution, generator, need_normals):
+    """Flat rays of B views and their per-ray light direction (shared by the batched and packed renderers).
+
+    Returns:
+        res, origins (B*res*res, 3), unit dirs (B*res*res, 3), light (B*res*res, 3) or None for
+        albedo shading, and whether normals are needed.
+    """
+    res = cfg.resolution if resolution is None else int(resolution)
+    B = len(cameras)
+    origins, dirs = get_rays(cameras, res)
+    origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+    need = shading != "albedo" or (cfg.need_normals if need_normals is None else need_normals)
+    light = None
+    if shading != "albedo":
+        light = light_directions(cfg, cameras, generator) if light_dir is None else light_dir.to(dirs)
+        light = torch.nn.functional.normalize(light.reshape(-1, 3), dim=-1).expand(B, 3)
+        light = light[:, None, :].expand(B, res * res, 3).reshape(-1, 3)
+    return res, origins, dirs, light, need
+
+
 def render(
     field,
     background,
@@ -141,16 +161,8 @@ def render(
     """
     check_render_config(cfg)
     resolve_backend(cfg, cameras.c2w.device)
-    res = cfg.resolution if resolution is None else int(resolution)
+    res, origins, dirs, light, need = camera_rays(cameras, cfg, shading, light_dir, resolution, generator, need_normals)
     B = len(cameras)
-    origins, dirs = get_rays(cameras, res)
-    origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-    need = shading != "albedo" or (cfg.need_normals if need_normals is None else need_normals)
-    light = None
-    if shading != "albedo":
-        light = light_directions(cfg, cameras, generator) if light_dir is None else light_dir.to(dirs)
-        light = torch.nn.functional.normalize(light.reshape(-1, 3), dim=-1).expand(B, 3)
-        light = light[:, None, :].expand(B, res * res, 3).reshape(-1, 3)
     R = origins.shape[0]
     if torch.is_grad_enabled() or R <= cfg.chunk_size:
         flat = render_rays(field, background, origins, dirs, cfg, shading, light, need, stratified, generator)
