@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +28,29 @@ from .priors import load_prior
 from .render import render, sample_shading
 from .render.losses import opacity_entropy_loss, opacity_loss, orientation_loss
 from .render.nerfacc_backend import PackedRenderer, orientation_loss_packed, render_packed, select_render_backend
+
+
+class _StopAtStepBoundary:
+    """While active, the first Ctrl-C (SIGINT) only sets ``requested``; a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals only work there
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -150,9 +175,10 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
     bar = tqdm(total=t.max_steps, initial=step, desc=cfg.prompt[:40], unit="step", disable=not t.progress, dynamic_ncols=True)
     recent: list[float] = []
     t_start = time.time() - elapsed
+    stop = _StopAtStepBoundary()  # Ctrl-C finishes the current step, so resume stays exact
     try:
-        with open(metrics_path, "a") as metrics_file:
-            while step < end:
+        with stop, open(metrics_path, "a") as metrics_file:
+            while step < end and not stop.requested:
                 # Camera -> render (random shading mode per step, DreamFusion Sec. 3.1).
                 cams = sample_cameras(cfg.camera, generator=generator).to(device)
                 shading = sample_shading(cfg.render, generator)

@@ -68,22 +68,32 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, tiny_pixel_prior, mo
         assert torch.isfinite(v).all()
 
 
-def test_keyboard_interrupt_saves_and_raises(tmp_path, tiny_pixel_prior, monkeypatch):
+def test_ctrl_c_stops_at_a_step_boundary_and_resume_is_exact(tmp_path, tiny_pixel_prior, monkeypatch):
+    import os
+    import signal
+
     from sds3d.guidance import SDSGuidance
 
     forward = SDSGuidance.forward
 
-    def interrupt_at_4(self, rgb, text, step, generator=None):
-        if step == 4:
-            raise KeyboardInterrupt
+    def ctrl_c_during_step_4(self, rgb, text, step, generator=None):
+        if step == 3:  # the 4th step: a real SIGINT in the middle of it
+            os.kill(os.getpid(), signal.SIGINT)
         return forward(self, rgb, text, step, generator=generator)
 
-    monkeypatch.setattr(SDSGuidance, "forward", interrupt_at_4)
-    cfg = _cfg(tmp_path, tiny_pixel_prior, "trainer.ckpt_every=100")
+    straight = _cfg(tmp_path, tiny_pixel_prior, "name=straight")
+    train(straight, prepare_run_dir(straight), finish=False)
+
+    monkeypatch.setattr(SDSGuidance, "forward", ctrl_c_during_step_4)
+    cfg = _cfg(tmp_path, tiny_pixel_prior, "name=interrupted", "trainer.ckpt_every=100")
     run_dir = prepare_run_dir(cfg)
     with pytest.raises(TrainingInterrupted, match="interrupted at step 4"):
         train(cfg, run_dir, finish=False)
     assert load_checkpoint(run_dir / "ckpt" / "last.pt")["step"] == 4
+    monkeypatch.undo()
+    train(cfg, run_dir, resume=True, finish=False)
+    a, b = _field_state(tmp_path / "straight"), _field_state(run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_same_seed_same_result_other_seed_differs(tmp_path, tiny_pixel_prior):
