@@ -111,7 +111,10 @@ def finish_run(cfg: RunConfig, run_dir: Path, field, background, train_seconds: 
     summary["orbit"] = str(render_orbit(cfg, run_dir, field, background))
     update_summary(run_dir, summary)
     update_summary(run_dir, export_mesh(cfg, run_dir, field))
-    if cfg.trainer.evaluate and cfg.guidance.pretrained == "toy":
+    from .toyworld.prompts import parse_prompt
+
+    colour, shape, _ = parse_prompt(cfg.prompt)
+    if cfg.trainer.evaluate and cfg.guidance.pretrained == "toy" and colour and shape:  # toy prompts only
         from .eval import evaluate_run
 
         summary = evaluate_run(Path(run_dir), field=field, background=background, cfg=cfg)
