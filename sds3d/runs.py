@@ -117,5 +117,5 @@ def finish_run(cfg: RunConfig, run_dir: Path, field, background, train_seconds: 
     if cfg.trainer.evaluate and cfg.guidance.pretrained == "toy" and colour and shape:  # toy prompts only
         from .eval import evaluate_run
 
-        summary = evaluate_run(Path(run_dir), field=field, background=background, cfg=cfg)
+        evaluate_run(Path(run_dir), field=field, background=background, cfg=cfg)  # merges into summary.json
     return json.loads((Path(run_dir) / "summary.json").read_text())
