@@ -18,10 +18,6 @@ import imageio.v3 as iio
 import torch
 
 
-def to_uint8(images: torch.Tensor):
-    return (images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -33,6 +29,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
+    from sds3d.export.video import frames_to_uint8 as to_uint8
     from sds3d.paths import slugify
     from sds3d.priors import load_prior
     from sds3d.priors.sampling import sample_images

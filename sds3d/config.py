@@ -187,7 +187,7 @@ def check_config(cfg: RunConfig) -> None:
         fail(f"camera.batch_size={c.batch_size} must be positive")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
         fail(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N")
-    if cfg.name and run_name(cfg) != cfg.name:
+    if cfg.name and not _NAME.fullmatch(cfg.name):
         fail(f"name={cfg.name!r} may hold only letters, digits, '.', '_' and '-'")
     from .export.mesh import check_config as check_export_config
     from .fields.background import check_background_config
@@ -203,8 +203,9 @@ def check_config(cfg: RunConfig) -> None:
             raise ConfigError(str(e)) from None
 
 
+_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9._-]+")  # a plain folder name: no separators, not . or ..
+
+
 def run_name(cfg: RunConfig) -> str:
-    """The run folder's name: ``cfg.name`` if given (checked), else a slug of the prompt."""
-    if cfg.name:
-        return cfg.name if re.fullmatch(r"[A-Za-z0-9._-]+", cfg.name) and cfg.name not in (".", "..") else ""
-    return slugify(cfg.prompt)
+    """The run folder's name: ``cfg.name`` (checked by ``check_config``), else a slug of the prompt."""
+    return cfg.name or slugify(cfg.prompt)

@@ -101,6 +101,8 @@ def save_validation_renders(field, background, cfg: RunConfig, path: Path) -> No
     """A row of shaded views around the object and a row of their normals (PNG)."""
     import imageio.v3 as iio
 
+    from .export.video import frames_to_uint8
+
     cams = orbit_cameras(cfg.trainer.val_views, elevation_deg=cfg.trainer.orbit_elevation_deg,
                          distance=sum(cfg.camera.distance) / 2, fov_y_deg=sum(cfg.camera.fov_y_deg) / 2)
     out = render(field, background, cams, cfg.render, shading="lambertian", stratified=False)
@@ -109,7 +111,7 @@ def save_validation_renders(field, background, cfg: RunConfig, path: Path) -> No
     normal = torch.cat(list((out["normal"] * 0.5 + 0.5) * a + (1 - a)), dim=-1)  # on white
     grid = torch.cat([rgb, normal], dim=-2).clamp(0, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8"))
+    iio.imwrite(path, frames_to_uint8(grid[None])[0])
 
 
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None, finish: bool = True) -> dict:

@@ -113,7 +113,10 @@ class PromptProcessor:
         """The conditional prompt text used for each camera (for logging)."""
         if not self.view_dependent:
             return [self.prompt] * len(torch.as_tensor(azimuth_deg).reshape(-1))
-        return [view_prompt(self.prompt, v) for v in self.views(azimuth_deg, elevation_deg)]
+        return self._texts(self.views(azimuth_deg, elevation_deg))
+
+    def _texts(self, views: list[str]) -> list[str]:
+        return [view_prompt(self.prompt, v) for v in views] if self.view_dependent else [self.prompt] * len(views)
 
     def __call__(self, azimuth_deg: Tensor, elevation_deg: Tensor) -> PromptEmbeddings:
         """Per-view conditional and negative/unconditional embeddings.
@@ -125,8 +128,8 @@ class PromptProcessor:
         azimuth_deg = torch.as_tensor(azimuth_deg, dtype=torch.float32).reshape(-1)
         elevation_deg = torch.as_tensor(elevation_deg, dtype=torch.float32).reshape(-1)
         B = azimuth_deg.shape[0]
-        views = self.views(azimuth_deg, elevation_deg)
-        rows = [self._index[t] for t in self.texts_for(azimuth_deg, elevation_deg)]
+        views = self.views(azimuth_deg, elevation_deg)  # labelled once per step
+        rows = [self._index[t] for t in self._texts(views)]
         cond = self.embeddings[rows]
         uncond = self.embedding(self.negative_prompt).expand(B, -1, -1)
         return PromptEmbeddings(cond, uncond, azimuth_deg % 360.0, elevation_deg, views, self.view_embeddings)
