@@ -182,6 +182,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
         with stop, open(metrics_path, "a") as metrics_file:
             while step < end and not stop.requested:
                 # Camera -> render (random shading mode per step, DreamFusion Sec. 3.1).
+                field.update_step(step, t.max_steps)
                 cams = sample_cameras(cfg.camera, generator=generator).to(device)
                 shading = sample_shading(cfg.render, generator)
                 need_normals = shading != "albedo" or t.lambda_orient > 0

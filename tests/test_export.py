@@ -165,3 +165,23 @@ def test_orbit_gif(tmp_path):
     frames = torch.rand(4, 3, 16, 16)
     path = write_orbit_video(frames, tmp_path / "orbit.gif", fps=4)
     assert path.suffix == ".gif" and len(imageio.mimread(path)) == 4
+
+
+class SDFSphereField(SphereField):
+    """A VolSDF-like stub with a wide halo: its own zero level (``surface_density``) is at r = 0.5."""
+
+    surface_density = 5.0
+
+    def density(self, x):
+        return 10.0 * torch.sigmoid(-(x.norm(dim=-1) - 0.5) / 0.1)  # 5.0 exactly at r = 0.5
+
+
+def test_auto_export_uses_the_fields_own_surface_level():
+    res = 48
+    voxel = 2.0 / (res - 1)
+    mesh = extract_mesh(SDFSphereField(), ExportConfig(resolution=res, surface_opacity=0.1))
+    assert mesh.metadata["iso_level"] == pytest.approx(5.0)
+    r_min, r_max = radius_stats(mesh)
+    assert 0.5 - voxel < r_min and r_max < 0.5 + voxel
+    # An explicit number still wins over the field's level.
+    assert extract_mesh(SDFSphereField(), ExportConfig(resolution=res, threshold=2.0)).metadata["iso_level"] == 2.0

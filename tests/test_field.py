@@ -7,7 +7,7 @@ import torch
 
 from sds3d.fields.background import Background, BackgroundConfig, BackgroundConfigError, frequency_encoding
 from sds3d.fields.encoding import HashGridConfig
-from sds3d.fields.nerf import FieldConfig, FieldConfigError, NeRFField, density_blob, trunc_exp
+from sds3d.fields.nerf import FieldConfig, FieldConfigError, NeRFField, density_blob, trunc_exp, volsdf_density
 
 torch.set_num_threads(1)
 
@@ -147,3 +147,58 @@ def test_frequency_encoding_values():
 def test_default_config_builds_a_stable_diffusion_sized_field():
     cfg = FieldConfig()
     assert cfg.encoding.n_levels == 16 and cfg.encoding.log2_hashmap_size == 19
+
+
+# -- VolSDF density (field.density_activation=volsdf) ------------------------------------------
+def sdf_sphere(**kw) -> NeRFField:
+    """A volsdf field whose signed distance is exactly the init sphere |x| - 0.5."""
+    return blob_only(density_activation="volsdf", density_bias="sphere_sdf", **kw)
+
+
+def test_volsdf_density_follows_the_laplace_cdf():
+    beta = 0.02
+    s = torch.tensor([-1.0, -0.04, 0.0, 0.04, 1.0], requires_grad=True)  # s = -d
+    sigma = volsdf_density(s, beta)
+    expected = torch.tensor([0.0, 0.5 * math.exp(-2), 0.5, 1 - 0.5 * math.exp(-2), 1.0]) / beta
+    assert torch.allclose(sigma, expected, atol=1e-6)
+    sigma.sum().backward()  # both branches finite: no inf/nan from the unused side
+    assert torch.isfinite(s.grad).all()
+    assert torch.allclose(s.grad[2], torch.tensor(0.5 / beta**2))
+
+
+def test_volsdf_sphere_init_has_its_surface_at_the_radius():
+    field = sdf_sphere(sdf_beta=0.02)
+    d = torch.tensor([[1.0, 0.0, 0.0], [0.0, -0.6, 0.8], [0.0, 0.0, 1.0]])
+    sigma = field.density(torch.cat([0.0 * d, 0.5 * d, 0.9 * d]))
+    assert torch.allclose(sigma[:3], torch.full((3,), (1 - 0.5 * math.exp(-25)) / 0.02))
+    assert torch.allclose(sigma[3:6], torch.full((3,), field.surface_density), rtol=1e-4)
+    assert field.surface_density == pytest.approx(25.0)
+    assert (sigma[6:] < 1e-3).all()
+    x = random_points(40, 0.45, 0.55)
+    assert (field.normals(x) * torch.nn.functional.normalize(x, dim=-1)).sum(-1).min() > 0.99
+
+
+def test_volsdf_beta_anneals_geometrically_and_is_checkpointed():
+    field = sdf_sphere(sdf_beta=0.1, sdf_beta_end=0.01)
+    field.update_step(0, 100)
+    assert float(field.beta) == pytest.approx(0.1)
+    field.update_step(50, 100)
+    assert float(field.beta) == pytest.approx(math.sqrt(0.1 * 0.01))
+    field.update_step(100, 100)
+    assert float(field.beta) == pytest.approx(0.01)
+    restored = sdf_sphere(sdf_beta=0.1, sdf_beta_end=0.01)
+    restored.load_state_dict(field.state_dict())
+    assert restored.surface_density == pytest.approx(50.0)
+    plain = small_field()
+    plain.update_step(50, 100)  # no schedule: a no-op
+    assert plain.surface_density is None and "beta" not in plain.state_dict()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(density_bias="sphere_sdf"), dict(density_activation="volsdf"),
+     dict(density_activation="volsdf", density_bias="sphere_sdf", sdf_beta=0.0)],
+)
+def test_volsdf_settings_are_checked(kw):
+    with pytest.raises(FieldConfigError, match="field\\."):
+        NeRFField(FieldConfig(encoding=SMALL, **kw))

@@ -42,7 +42,8 @@ class ExportConfig:
 
     Attributes:
         resolution: density grid samples per axis over ``[-bound, bound]``.
-        threshold: iso level on the density sigma. ``"auto"`` picks the density at which rays
+        threshold: iso level on the density sigma. ``"auto"``: the field's own surface level if it
+            has one (``field.surface_density``: an SDF field's zero level), else the density at which rays
             entering the grid along the 6 axis directions reach 50% accumulated opacity (see
             ``auto_threshold``), so the mesh sits where the rendered surface is, whatever the
             scale of the trained density; a number is used as is.
@@ -232,7 +233,8 @@ def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
     check_config(cfg)
     bound = float(field.bound)
     sigma, spacing = density_grid(field, int(cfg.resolution), int(cfg.chunk_size))
-    level = resolve_threshold(cfg, sigma, spacing)
+    surface = getattr(field, "surface_density", None)
+    level = surface if cfg.threshold == "auto" and surface is not None else resolve_threshold(cfg, sigma, spacing)
     hi = float(sigma.max())
     if not (level < hi):
         raise EmptyMeshError(

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from .encoding import HashGridConfig, HashGridEncoding
 
-DENSITY_ACTIVATIONS = ("softplus", "exp")
-DENSITY_BIASES = ("none", "blob_dreamfusion", "blob_magic3d")
+DENSITY_ACTIVATIONS = ("softplus", "exp", "volsdf")
+DENSITY_BIASES = ("none", "blob_dreamfusion", "blob_magic3d", "sphere_sdf")
 NORMAL_MODES = ("finite_difference", "analytic")
 FINITE_DIFFERENCE_SCHEMES = ("forward", "central")
 
@@ -49,6 +49,13 @@ class FieldConfig:
     density_bias: str = "blob_magic3d"
     density_blob_scale: float = 10.0
     density_blob_std: float = 0.5
+    # volsdf: output 0 is a negative signed distance -d, sigma = Psi_beta(-d) / beta (VolSDF Eq. 2-3);
+    # sphere_sdf starts from the sphere |x| = sdf_init_radius. With sdf_beta_end, beta goes
+    # geometrically from sdf_beta to sdf_beta_end over training (soft early, so topology can change;
+    # sharp late, so edges and faces are crisp).
+    sdf_beta: float = 0.02
+    sdf_beta_end: float | None = None
+    sdf_init_radius: float = 0.5
     normals: str = "finite_difference"
     finite_difference_eps: float = 1e-2
     finite_difference_scheme: str = "forward"
@@ -69,6 +76,13 @@ def check_field_config(cfg: FieldConfig) -> None:
         raise FieldConfigError(f"field.bound={cfg.bound} must be positive (the scene box is [-bound, bound]^3)")
     if cfg.hidden_dim < 1 or cfg.n_hidden_layers < 0:
         raise FieldConfigError("field.hidden_dim must be >= 1 and field.n_hidden_layers >= 0")
+    sdf_bias, sdf_density = cfg.density_bias == "sphere_sdf", cfg.density_activation == "volsdf"
+    if sdf_bias and not sdf_density:
+        raise FieldConfigError("field.density_bias=sphere_sdf is a signed-distance init; use it with field.density_activation=volsdf")
+    if sdf_density and cfg.density_bias not in ("sphere_sdf", "none"):
+        raise FieldConfigError("field.density_activation=volsdf reads output 0 as a signed distance; use field.density_bias=sphere_sdf (or none)")
+    if cfg.sdf_beta <= 0 or cfg.sdf_init_radius <= 0 or (cfg.sdf_beta_end is not None and cfg.sdf_beta_end <= 0):
+        raise FieldConfigError("field.sdf_beta, field.sdf_beta_end and field.sdf_init_radius must be positive (e.g. 0.02 and 0.5)")
     if cfg.density_blob_std <= 0:
         raise FieldConfigError(f"field.density_blob_std={cfg.density_blob_std} must be positive (e.g. 0.5)")
     if cfg.finite_difference_eps <= 0:
@@ -95,7 +109,16 @@ def trunc_exp(x: Tensor) -> Tensor:
     return _TruncExp.apply(x)
 
 
-def density_blob(x: Tensor, kind: str, scale: float, std: float) -> Tensor:
+def volsdf_density(neg_sdf: Tensor, beta: float) -> Tensor:
+    """sigma = alpha * Psi_beta(-d) with alpha = 1 / beta, Psi_beta the Laplace CDF (VolSDF Eq. 2-3)."""
+    # 0.5 exp(s / beta) for s <= 0, 1 - 0.5 exp(-s / beta) for s > 0; each exp sees a clamped s so
+    # the unused branch stays finite (torch.where would still backpropagate its inf * 0 = nan).
+    inside = 0.5 * torch.exp(neg_sdf.clamp(max=0.0) / beta)
+    outside = 1.0 - 0.5 * torch.exp(-neg_sdf.clamp(min=0.0) / beta)
+    return torch.where(neg_sdf <= 0, inside, outside) / beta
+
+
+def density_blob(x: Tensor, kind: str, scale: float, std: float, radius: float = 0.5) -> Tensor:
     """Density bias that starts optimisation from a blob at the origin (DreamFusion App. A.4; Magic3D).
 
     Args:
@@ -108,6 +131,8 @@ def density_blob(x: Tensor, kind: str, scale: float, std: float) -> Tensor:
         return scale * torch.exp(-0.5 * (x * x).sum(-1) / std**2)
     if kind == "blob_magic3d":
         return scale * (1.0 - x.norm(dim=-1) / std)
+    if kind == "sphere_sdf":  # -d of the sphere of the given radius
+        return radius - x.norm(dim=-1)
     return torch.zeros_like(x[:, 0])
 
 
@@ -119,6 +144,9 @@ class NeRFField(nn.Module):
         check_field_config(cfg)
         self.cfg = cfg
         self.bound = float(cfg.bound)
+        if cfg.density_activation == "volsdf":
+            # The current beta is state (annealed by ``update_step``), so a checkpoint restores it.
+            self.register_buffer("beta", torch.tensor(float(cfg.sdf_beta)))
         self.encoding = HashGridEncoding(cfg.encoding)
         layers: list[nn.Module] = []
         width = self.encoding.n_output_dims
@@ -133,10 +161,13 @@ class NeRFField(nn.Module):
     def _raw(self, x: Tensor) -> Tensor:
         """Pre-activation outputs (raw density incl. blob, albedo logits). (N, 3) -> (N, 4)."""
         h = self.mlp(self.encoding((x / self.bound + 1.0) * 0.5))
-        bias = density_blob(x, self.cfg.density_bias, self.cfg.density_blob_scale, self.cfg.density_blob_std)
+        c = self.cfg
+        bias = density_blob(x, c.density_bias, c.density_blob_scale, c.density_blob_std, c.sdf_init_radius)
         return torch.cat([h[:, :1] + bias[:, None], h[:, 1:]], dim=-1)
 
     def _activate_density(self, raw: Tensor) -> Tensor:
+        if self.cfg.density_activation == "volsdf":
+            return volsdf_density(raw, float(self.beta))
         return trunc_exp(raw) if self.cfg.density_activation == "exp" else nn.functional.softplus(raw)
 
     def _fd_offsets(self, x: Tensor) -> Tensor:
@@ -158,6 +189,18 @@ class NeRFField(nn.Module):
         return nn.functional.normalize(-grad.T, dim=-1)
 
     # -- public API --------------------------------------------------------------------------
+    def update_step(self, step: int, max_steps: int) -> None:
+        """Per-step schedules (the trainer calls it before each step): the VolSDF beta anneal."""
+        c = self.cfg
+        if c.density_activation == "volsdf" and c.sdf_beta_end is not None:
+            p = min(max(step / max(1, max_steps), 0.0), 1.0)
+            self.beta.fill_(c.sdf_beta * (c.sdf_beta_end / c.sdf_beta) ** p)
+
+    @property
+    def surface_density(self) -> float | None:
+        """The density on the field's own surface (an SDF's zero level: 1 / (2 beta)), else None."""
+        return 0.5 / float(self.beta) if self.cfg.density_activation == "volsdf" else None
+
     def density(self, x: Tensor) -> Tensor:
         """Volume density sigma >= 0, blob included. (N, 3) -> (N,)."""
         return self._activate_density(self._raw(x)[:, 0])
