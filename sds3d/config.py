@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,19 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and how to fix it."""
 
 
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+
+
+def lr_factor(step: int, max_steps: int, schedule: str, end_factor: float) -> float:
+    """Multiplier of the base learning rates at ``step`` (1 at step 0, ``end_factor`` at max_steps)."""
+    p = min(max(step / max(1, max_steps), 0.0), 1.0)
+    if schedule == "cosine":
+        return end_factor + (1.0 - end_factor) * 0.5 * (1.0 + math.cos(math.pi * p))
+    if schedule == "exponential":
+        return end_factor**p
+    return 1.0
+
+
 @dataclass
 class TrainerConfig:
     """The optimisation loop (the trainer owns the optimiser and every loss weight)."""
@@ -37,6 +51,10 @@ class TrainerConfig:
     max_steps: int = 600
     lr: float = 3e-2  # Adam learning rate of the NeRF
     lr_background: float = 1e-3
+    # Learning-rate decay of every group over max_steps, a pure function of the step (so resume is
+    # exact): constant, cosine (to lr * lr_end_factor) or exponential (geometric to lr * lr_end_factor).
+    lr_schedule: str = "constant"
+    lr_end_factor: float = 0.1
     betas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-15
     # Loss weights (lambda_*), keyed like the loss dicts: loss_sds, loss_orient, loss_opacity, loss_opacity_entropy.
@@ -162,6 +180,10 @@ def check_config(cfg: RunConfig) -> None:
             fail(f"trainer.{key}={getattr(t, key)} must be positive (e.g. 0.03)")
     if t.max_steps < 0:
         fail(f"trainer.max_steps={t.max_steps} must be >= 0")
+    if t.lr_schedule not in LR_SCHEDULES:
+        fail(f"trainer.lr_schedule={t.lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
+    if not 0 < t.lr_end_factor <= 1:
+        fail(f"trainer.lr_end_factor={t.lr_end_factor} must be in (0, 1] (e.g. 0.1)")
     for key in ("val_every", "ckpt_every", "log_every", "val_views", "orbit_frames", "threads"):
         if getattr(t, key) < 0:
             fail(f"trainer.{key}={getattr(t, key)} must be >= 0")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .cameras import orbit_cameras, sample_cameras
 from .checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint
-from .config import RunConfig, to_yaml
+from .config import RunConfig, lr_factor, to_yaml
 from .fields.background import Background
 from .fields.nerf import NeRFField
 from .guidance import PromptProcessor, SDSGuidance
@@ -144,6 +144,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
     # The 3D representation and its optimiser.
     field, background = build_scene(cfg, device)
     optimizer = make_optimizer(cfg, field, background)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     # [brief E] render.backend auto on CUDA: nerfacc packed sampling; its occupancy grid is state
     # (refreshed every N steps, checkpointed). None on CPU: the batched ``render`` below, unchanged.
     packed = PackedRenderer(field.bound).to(device) if select_render_backend(cfg.render.backend, device)[0] == "nerfacc" else None
@@ -183,6 +184,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
             while step < end and not stop.requested:
                 # Camera -> render (random shading mode per step, DreamFusion Sec. 3.1).
                 field.update_step(step, t.max_steps)
+                factor = lr_factor(step, t.max_steps, t.lr_schedule, t.lr_end_factor)
+                for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base_lr * factor
                 cams = sample_cameras(cfg.camera, generator=generator).to(device)
                 shading = sample_shading(cfg.render, generator)
                 need_normals = shading != "albedo" or t.lambda_orient > 0
@@ -224,7 +228,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
                     recent = (recent + [losses["loss_sds"].item()])[-50:]
                 if step % max(1, t.log_every) == 0 or step == end:
                     record = {"step": step, "loss": loss.item() if finite else None, "skipped_steps": skipped,
-                              "shading": shading, "elapsed_s": round(elapsed, 3)}
+                              "shading": shading, "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 3)}
                     record.update({k: v.item() for k, v in losses.items() if v.numel() == 1 and math.isfinite(v.item())})
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()

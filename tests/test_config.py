@@ -32,6 +32,8 @@ def test_resolved_config_round_trips(tmp_path):
         ("guidance.t_min=0.99", "t_min=0.99 exceeds t_max"),
         ("guidance.scale=abc", "invalid value for 'guidance.scale'"),
         ("name=../../etc", "name='../../etc' may hold only"),
+        ("trainer.lr_schedule=linear", "trainer.lr_schedule='linear' is unknown; use one of constant, cosine, exponential"),
+        ("trainer.lr_end_factor=0", "trainer.lr_end_factor=0.0 must be in (0, 1]"),
     ],
 )
 def test_bad_values_are_one_line_errors(override, message):
@@ -50,3 +52,14 @@ def test_empty_prompt_and_missing_file():
 def test_run_names_are_sanitised():
     cfg = load_config(TOY, ["prompt=A Red/../Cube; rm -rf ~"])
     assert run_name(cfg) == "a-red-cube-rm-rf"
+
+
+def test_lr_factor_schedules():
+    from sds3d.config import lr_factor
+
+    assert lr_factor(50, 100, "constant", 0.1) == 1.0
+    assert lr_factor(0, 100, "cosine", 0.1) == pytest.approx(1.0)
+    assert lr_factor(50, 100, "cosine", 0.1) == pytest.approx(0.55)
+    assert lr_factor(100, 100, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(50, 100, "exponential", 0.01) == pytest.approx(0.1)
+    assert lr_factor(500, 100, "exponential", 0.01) == pytest.approx(0.01)  # clamped past the end

@@ -23,11 +23,16 @@ def _field_state(run_dir):
     return load_checkpoint(run_dir / "ckpt" / "last.pt")["field"]
 
 
-def test_resume_continues_bit_for_bit(tmp_path, tiny_pixel_prior):
-    straight = _cfg(tmp_path, tiny_pixel_prior, "name=straight")
+SCHEDULED = ("trainer.lr_schedule=cosine", "field.density_activation=volsdf", "field.density_bias=sphere_sdf",
+             "field.sdf_beta=0.1", "field.sdf_beta_end=0.02")
+
+
+@pytest.mark.parametrize("extra", [(), SCHEDULED], ids=["default", "lr-and-beta-schedules"])
+def test_resume_continues_bit_for_bit(tmp_path, tiny_pixel_prior, extra):
+    straight = _cfg(tmp_path, tiny_pixel_prior, "name=straight", *extra)
     train(straight, prepare_run_dir(straight), finish=False)
 
-    split = _cfg(tmp_path, tiny_pixel_prior, "name=split")
+    split = _cfg(tmp_path, tiny_pixel_prior, "name=split", *extra)
     run_dir = prepare_run_dir(split)
     with pytest.raises(TrainingInterrupted):
         train(split, run_dir, stop_after=3, finish=False)
@@ -104,3 +109,15 @@ def test_same_seed_same_result_other_seed_differs(tmp_path, tiny_pixel_prior):
         states.append(_field_state(tmp_path / name))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
+def test_learning_rate_follows_the_schedule(tmp_path, tiny_pixel_prior):
+    from sds3d.config import lr_factor
+
+    cfg = _cfg(tmp_path, tiny_pixel_prior, "trainer.lr_schedule=cosine", "trainer.lr_end_factor=0.2", "trainer.log_every=1")
+    run_dir = prepare_run_dir(cfg)
+    train(cfg, run_dir, finish=False)
+    logged = [__import__("json").loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # The record of step k (1-based) was written after the update made with the factor of step k - 1.
+    assert [r["lr"] for r in logged] == pytest.approx([cfg.trainer.lr * lr_factor(r["step"] - 1, 6, "cosine", 0.2) for r in logged])
+    assert logged[0]["lr"] == pytest.approx(cfg.trainer.lr) and logged[-1]["lr"] < 0.3 * cfg.trainer.lr
