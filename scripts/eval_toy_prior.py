@@ -2,6 +2,7 @@
 """Sample the toy prior for all 16 prompts and grade the samples with the independent judge.
 
     python scripts/eval_toy_prior.py --out outputs/prior-eval --cfg 1 3 7.5 --n 16
+    python scripts/eval_toy_prior.py --out outputs/prior-eval-cam --cameras   # camera-conditioned prior
 
 Writes one PNG per sample (the name holds the prompt) and a grid per guidance scale, and prints
 the recognition rate of colour, shape and both, per prompt and overall.
@@ -27,6 +28,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cameras", action="store_true",
+                    help="sample each image at a random toy camera: its view word in the prompt and, for a "
+                         "camera-conditioned prior, the exact camera")
     args = ap.parse_args()
 
     from sds3d.export.video import frames_to_uint8 as to_uint8
@@ -34,7 +38,9 @@ def main() -> None:
     from sds3d.priors import load_prior
     from sds3d.priors.sampling import sample_images
     from sds3d.toyworld.judge import judge
-    from sds3d.toyworld.prompts import all_prompts, parse_prompt
+    from sds3d.cameras import CameraConfig, sample_cameras, view_labels
+    from sds3d.toyworld import world
+    from sds3d.toyworld.prompts import all_prompts, make_prompt, parse_prompt
 
     torch.set_num_threads(args.threads)
     prior = load_prior(args.prior)
@@ -47,8 +53,16 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         rows, table = [], {}
         for prompt in prompts:
-            images = sample_images(prior, [prompt] * args.n, guidance_scale=scale, num_inference_steps=args.steps, generator=g)
             colour, shape, _ = parse_prompt(prompt)
+            texts, cameras = [prompt] * args.n, None
+            if args.cameras:
+                cams = sample_cameras(CameraConfig(distance=(world.CAMERA_DISTANCE,) * 2, fov_y_deg=(world.FOV_Y_DEG,) * 2,
+                                                   elevation_deg=world.ELEVATION_RANGE, azimuth_deg=world.AZIMUTH_RANGE),
+                                      args.n, generator=g)
+                texts = [make_prompt(colour, shape, v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg)]
+                cameras = torch.stack([cams.elevation_deg, cams.azimuth_deg], dim=-1) if prior.camera_conditioned else None
+            images = sample_images(prior, texts, guidance_scale=scale, num_inference_steps=args.steps, generator=g,
+                                   cameras=cameras)
             verdicts = judge(images)
             c_ok = sum(v[0] == colour for v in verdicts) / args.n
             s_ok = sum(v[1] == shape for v in verdicts) / args.n

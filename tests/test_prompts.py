@@ -36,7 +36,7 @@ class TextStubPrior(Prior):
         self.encode_calls.append(list(prompts))
         return torch.stack([self.text_embedding(p) for p in prompts])
 
-    def predict_noise(self, x_t, t, embeddings):
+    def predict_noise(self, x_t, t, embeddings, cameras=None):
         raise AssertionError("not used here")
 
     def encode_images(self, rgb):

@@ -54,7 +54,7 @@ class StubPrior(Prior):
     def encode_prompts(self, prompts):
         raise AssertionError("not used here")
 
-    def predict_noise(self, x_t, t, embeddings):
+    def predict_noise(self, x_t, t, embeddings, cameras=None):
         assert not torch.is_grad_enabled()
         self.calls.append((x_t.clone(), t.clone(), embeddings.clone()))
         out = self.eps_fn(x_t, t, embeddings)
@@ -346,7 +346,7 @@ class DiracPrior(StubPrior):
     SDS with scale s then pulls x to the fixed point x_u* + s (x_c* - x_u*), noise-free.
     """
 
-    def predict_noise(self, x_t, t, embeddings):
+    def predict_noise(self, x_t, t, embeddings, cameras=None):
         self.calls.append((x_t.clone(), t.clone(), embeddings.clone()))
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_star = embeddings.reshape(x_t.shape)
@@ -371,3 +371,45 @@ def test_sds_optimisation_reaches_the_cfg_fixed_point(scale):
     expected = x_u + scale * (x_c - x_u)
     torch.testing.assert_close(rgb.detach() * 2 - 1, expected, rtol=0, atol=1e-4)
     assert len(prior.calls) == 100
+
+
+class CameraStubPrior(StubPrior):
+    """A camera-conditioned stub: records the cameras of every call."""
+
+    def __init__(self, conditioned: bool = True):
+        super().__init__()
+        self.conditioned = conditioned
+        self.cameras: list = []
+
+    @property
+    def camera_conditioned(self):
+        return self.conditioned
+
+    def predict_noise(self, x_t, t, embeddings, cameras=None):
+        self.cameras.append(None if cameras is None else cameras.clone())
+        return super().predict_noise(x_t, t, embeddings)
+
+
+@pytest.mark.parametrize("perp_neg", [False, True])
+def test_cameras_reach_every_branch_of_a_camera_conditioned_prior(perp_neg):
+    views = torch.tensor([[0.0, 10.0], [30.0, 100.0], [60.0, 200.0]])
+    emb = make_embeddings(azimuth=(10.0, 100.0, 200.0), elevation=(0.0, 30.0, 60.0))
+    prior = CameraStubPrior()
+    guidance = SDSGuidance(GuidanceConfig(perp_neg=perp_neg), prior)
+    guidance(torch.rand(B, C, H, H, requires_grad=True), emb, step=0, generator=torch.Generator().manual_seed(0), cameras=views)
+    assert len(prior.cameras) == 1  # still one prior call
+    sent = prior.cameras[0]
+    n_branches = prior.calls[0][0].shape[0] // B
+    assert sent.shape == (prior.calls[0][0].shape[0], 2)
+    # Conditional and unconditional halves see the same cameras, in the order of their samples.
+    assert torch.equal(sent[:B], views) and torch.equal(sent[B : 2 * B], views)
+    if perp_neg:
+        assert n_branches > 2 and torch.equal(sent[2 * B :], views.repeat_interleave(n_branches - 2, dim=0))
+
+
+def test_cameras_are_not_sent_to_a_prior_without_camera_conditioning():
+    prior = CameraStubPrior(conditioned=False)
+    guidance = SDSGuidance(GuidanceConfig(), prior)
+    guidance(torch.rand(B, C, H, H, requires_grad=True), make_embeddings(), step=0, generator=torch.Generator().manual_seed(0),
+             cameras=torch.zeros(B, 2))
+    assert prior.cameras == [None]

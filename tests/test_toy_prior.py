@@ -1,5 +1,6 @@
 """The shipped toy prior: loads offline through load_prior, interface shapes, seeded sampling, errors."""
 
+import math
 import shutil
 
 import pytest
@@ -73,3 +74,40 @@ def test_missing_and_corrupt_priors_are_one_line_errors(tmp_path):
     (broken / "model_index.json").unlink()
     with pytest.raises(PriorError, match="model_index.json is missing"):
         load_prior(str(broken))
+
+
+def _small_unet(**kw) -> ToyUNet:
+    torch.manual_seed(0)
+    return ToyUNet(block_out_channels=(8, 16, 16), cross_attention_dim=16, attention_heads=2, norm_num_groups=4, **kw).eval()
+
+
+def test_camera_features_values_and_null_camera():
+    from sds3d.priors.toy_unet import camera_features
+
+    f = camera_features(torch.tensor([[30.0, 90.0], [float("nan"), float("nan")]]), 2, "cpu", torch.float32)
+    s30, c30 = 0.5, math.sqrt(3) / 2
+    # [known, sin el, sin az, sin 2el, sin 2az, cos el, cos az, cos 2el, cos 2az]
+    assert torch.allclose(f[0], torch.tensor([1.0, s30, 1.0, math.sqrt(3) / 2, 0.0, c30, 0.0, 0.5, -1.0]), atol=1e-6)
+    assert torch.equal(f[1], torch.zeros(9))
+    assert torch.equal(camera_features(None, 3, "cpu", torch.float32), torch.zeros(3, 9))
+
+
+def test_camera_conditioning_starts_as_the_camera_free_model_and_can_use_the_camera(tmp_path):
+    plain, cam = _small_unet(), _small_unet(camera_conditioning=True)
+    missing, unexpected = cam.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("camera_embedding.") for k in missing)
+    x, t, ctx = torch.randn(2, 3, 32, 32), torch.tensor([100, 700]), torch.randn(2, 5, 16)
+    views = torch.tensor([[0.0, 10.0], [45.0, 200.0]])
+    with torch.no_grad():
+        # Zero-initialised camera embedding: exactly the old function, with or without cameras.
+        assert torch.allclose(cam(x, t, ctx, camera=views).sample, plain(x, t, ctx).sample, atol=1e-6)
+        torch.nn.init.normal_(cam.camera_embedding.linear_2.weight, std=0.5)
+        a = cam(x, t, ctx, camera=views).sample
+        b = cam(x, t, ctx, camera=views.flip(0)).sample
+        null = cam(x, t, ctx).sample
+    assert not torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, null, atol=1e-4)
+    cam.save_pretrained(tmp_path / "unet")  # the flag is part of the saved config
+    again = ToyUNet.from_pretrained(tmp_path / "unet").eval()
+    assert again.config.camera_conditioning
+    with torch.no_grad():
+        assert torch.allclose(again(x, t, ctx, camera=views).sample, a, atol=1e-5)

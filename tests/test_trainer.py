@@ -54,8 +54,8 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, tiny_pixel_prior, mo
     forward = SDSGuidance.forward
     calls = {"n": 0}
 
-    def sometimes_nan(self, rgb, text, step, generator=None):
-        out = forward(self, rgb, text, step, generator=generator)
+    def sometimes_nan(self, rgb, text, step, generator=None, cameras=None):
+        out = forward(self, rgb, text, step, generator=generator, cameras=cameras)
         calls["n"] += 1
         if step in (1, 4):
             out["loss_sds"] = out["loss_sds"] * float("nan")
@@ -81,10 +81,10 @@ def test_ctrl_c_stops_at_a_step_boundary_and_resume_is_exact(tmp_path, tiny_pixe
 
     forward = SDSGuidance.forward
 
-    def ctrl_c_during_step_4(self, rgb, text, step, generator=None):
+    def ctrl_c_during_step_4(self, rgb, text, step, generator=None, cameras=None):
         if step == 3:  # the 4th step: a real SIGINT in the middle of it
             os.kill(os.getpid(), signal.SIGINT)
-        return forward(self, rgb, text, step, generator=generator)
+        return forward(self, rgb, text, step, generator=generator, cameras=cameras)
 
     straight = _cfg(tmp_path, tiny_pixel_prior, "name=straight")
     train(straight, prepare_run_dir(straight), finish=False)

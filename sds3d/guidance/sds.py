@@ -57,11 +57,19 @@ class SDSGuidance(nn.Module):
             c.t_max_end, c.t_min_end, c.anneal_start, c.anneal_end,
         )
 
-    def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings) -> Tensor:
-        """eps_hat from one batched predict_noise call (no grad). Shapes: (B, C, h, w)."""
+    def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Tensor | None = None) -> Tensor:
+        """eps_hat from one batched predict_noise call (no grad). Shapes: (B, C, h, w); cameras (B, 2) or None.
+
+        A camera-conditioned prior sees the view's camera in every branch (conditional,
+        unconditional, negatives), as MVDream's guidance does; CFG acts on the text only.
+        """
         c, B = self.cfg, x_t.shape[0]
+
+        def cams(n: int) -> Tensor | None:
+            return None if cameras is None else cameras.repeat(n, 1)
+
         if c.scale == 0:  # unconditional: eps_hat = eps_u, cond not evaluated
-            return self.prior.predict_noise(x_t, t, emb.uncond)
+            return self.prior.predict_noise(x_t, t, emb.uncond, cams(1))
         if c.perp_neg:
             positive, negatives, neg_weights = perp_neg_embeddings(emb, c.perp_neg_f_fs, c.perp_neg_f_sf, c.perp_neg_f_sb, c.perp_neg_f_fsb)
             K = negatives.shape[1]
@@ -70,10 +78,13 @@ class SDSGuidance(nn.Module):
                 torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]),
                 torch.cat([t, t, t.repeat_interleave(K)]),
                 embeddings,
+                None if cameras is None else torch.cat([cameras, cameras, cameras.repeat_interleave(K, dim=0)]),
             )
             eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
             return perp_neg_guidance(eps_u, eps_c, eps_neg, neg_weights, c.scale)
-        eps_c, eps_u = self.prior.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([emb.cond, emb.uncond])).chunk(2)
+        eps_c, eps_u = self.prior.predict_noise(
+            torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([emb.cond, emb.uncond]), cams(2)
+        ).chunk(2)
         return eps_u + c.scale * (eps_c - eps_u)  # classifier-free guidance (Ho & Salimans 2022)
 
     def _clip(self, g: Tensor) -> Tensor:
@@ -91,6 +102,7 @@ class SDSGuidance(nn.Module):
         prompt_embeddings: PromptEmbeddings,
         step: int,
         generator: torch.Generator | None = None,
+        cameras: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """SDS loss of renders ``rgb``.
 
@@ -99,6 +111,8 @@ class SDSGuidance(nn.Module):
             prompt_embeddings: one view's embeddings per render (``PromptProcessor(...)``).
             step: training step (for the t schedule).
             generator: source of t and eps (seeded -> deterministic).
+            cameras: (elevation, azimuth) in degrees of each render, (B, 2), for camera-conditioned
+                priors (ignored by the others).
 
         Returns:
             "loss_sds": scalar with d/dx = g / B (class docstring); detached diagnostics:
@@ -117,7 +131,8 @@ class SDSGuidance(nn.Module):
         abar = alphas_cumprod[t].view(B, *([1] * (x.ndim - 1))).to(x.dtype)
         with torch.no_grad():
             x_t = abar.sqrt() * x.detach() + (1.0 - abar).sqrt() * eps  # DDPM forward process q(x_t | x) (Ho et al. 2020 Eq. 4)
-            eps_hat = self._predict_eps_hat(x_t, t, prompt_embeddings).float()
+            cameras = cameras if self.prior.camera_conditioned else None
+            eps_hat = self._predict_eps_hat(x_t, t, prompt_embeddings, cameras).float()
             w = sds_weight(abar.float(), self.cfg.weighting)
             g = w * (eps_hat - eps.float())  # DreamFusion Eq. 3 without the generator Jacobian
             nonfinite = (~torch.isfinite(g)).float().mean()

@@ -41,13 +41,15 @@ class Prior(nn.Module, ABC):
         """
 
     @abstractmethod
-    def predict_noise(self, x_t: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
+    def predict_noise(self, x_t: Tensor, t: Tensor, embeddings: Tensor, cameras: Tensor | None = None) -> Tensor:
         """epsilon-hat(x_t; y, t) for a batch (one call; CFG batching is the caller's).
 
         Args:
             x_t: noisy inputs. Shape: (B, C, h, w).
             t: timesteps. Shape: (B,) int64.
             embeddings: text embeddings, one per sample. Shape: (B, S, D).
+            cameras: (elevation, azimuth) in degrees per sample, (B, 2), for camera-conditioned
+                priors (``camera_conditioned``); others ignore it.
 
         Returns:
             Predicted noise. Shape: (B, C, h, w), dtype of ``x_t``.
@@ -67,6 +69,11 @@ class Prior(nn.Module, ABC):
     @abstractmethod
     def decode(self, x: Tensor) -> Tensor:
         """Inverse of ``encode_images`` (for previews): x -> rgb in [0, 1], (B, 3, H, W)."""
+
+    @property
+    def camera_conditioned(self) -> bool:
+        """Whether ``predict_noise`` uses ``cameras`` (MVDream-style camera conditioning)."""
+        return False
 
     @property
     def device(self) -> torch.device:

@@ -159,8 +159,13 @@ class DiffusersPrior(Prior):
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
 
-    def predict_noise(self, x_t: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
-        eps = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype)).sample
+    @property
+    def camera_conditioned(self) -> bool:
+        return bool(getattr(self.unet.config, "camera_conditioning", False))
+
+    def predict_noise(self, x_t: Tensor, t: Tensor, embeddings: Tensor, cameras: Tensor | None = None) -> Tensor:
+        extra = {"camera": None if cameras is None else cameras.to(self.device)} if self.camera_conditioned else {}
+        eps = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **extra).sample
         return eps.to(x_t.dtype)
 
     def encode_images(self, rgb: Tensor) -> Tensor:

@@ -10,8 +10,11 @@ from .base import Prior
 
 @torch.no_grad()
 def sample_images(prior: Prior, prompts: list[str], guidance_scale: float = 3.0, num_inference_steps: int = 50,
-                  generator: torch.Generator | None = None, negative_prompt: str = "") -> Tensor:
+                  generator: torch.Generator | None = None, negative_prompt: str = "",
+                  cameras: Tensor | None = None) -> Tensor:
     """DDIM (Song et al. 2021, eta = 0) with CFG eps_hat = eps_u + s (eps_c - eps_u) (Ho & Salimans 2022).
+
+    ``cameras`` ((elevation, azimuth) degrees, (len(prompts), 2)) conditions a camera-conditioned prior.
 
     Returns:
         Images in [0, 1]. Shape: (len(prompts), 3, R, R), R = prior.resolution.
@@ -29,7 +32,8 @@ def sample_images(prior: Prior, prompts: list[str], guidance_scale: float = 3.0,
     x = torch.randn((B, channels, side, side), generator=generator).to(prior.device)
     for t in scheduler.timesteps:
         tt = torch.full((2 * B,), int(t), device=prior.device, dtype=torch.long)
-        eps_c, eps_u = prior.predict_noise(torch.cat([x, x]), tt, embeddings).chunk(2)
+        cams = None if cameras is None else torch.cat([cameras, cameras])
+        eps_c, eps_u = prior.predict_noise(torch.cat([x, x]), tt, embeddings, cams).chunk(2)
         eps_hat = eps_u + guidance_scale * (eps_c - eps_u)
         x = scheduler.step(eps_hat, t, x).prev_sample
     return prior.decode(x)

@@ -45,6 +45,24 @@ class _AttentionBlock(nn.Module):
         return h + self.cross_attn(tokens, encoder_hidden_states=context).transpose(1, 2).reshape(B, C, H, W)
 
 
+CAMERA_FEATURES = 9
+
+
+def camera_features(camera: Tensor | None, batch: int, device, dtype) -> Tensor:
+    """(elevation, azimuth) in degrees (B, 2) -> [1, sin/cos of each angle and of twice it] (B, 9).
+
+    None (or a row of NaN) is the null camera: all zeros (also used for camera dropout in training).
+    """
+    if camera is None:
+        return torch.zeros(batch, CAMERA_FEATURES, device=device, dtype=dtype)
+    angles = torch.deg2rad(camera.to(device=device, dtype=torch.float32))  # (B, 2)
+    known = torch.isfinite(angles).all(dim=-1, keepdim=True)
+    angles = torch.nan_to_num(angles)
+    both = torch.cat([angles, 2.0 * angles], dim=-1)
+    feats = torch.cat([torch.ones_like(angles[:, :1]), torch.sin(both), torch.cos(both)], dim=-1)
+    return (feats * known).to(dtype)
+
+
 class ToyUNet(ModelMixin, ConfigMixin):
     """epsilon-prediction UNet: 32x32 (c0) -> 16x16 (c1) -> 8x8 (c2, attention) and back."""
 
@@ -58,6 +76,7 @@ class ToyUNet(ModelMixin, ConfigMixin):
         cross_attention_dim: int = 64,
         attention_heads: int = 4,
         norm_num_groups: int = 8,
+        camera_conditioning: bool = False,
     ):
         super().__init__()
         c = list(block_out_channels)
@@ -67,6 +86,14 @@ class ToyUNet(ModelMixin, ConfigMixin):
         self.time_embedding = TimestepEmbedding(c[0], temb_dim)
         # Pooled text embedding added to the timestep embedding (global conditioning).
         self.text_embedding = TimestepEmbedding(cross_attention_dim, temb_dim)
+        if camera_conditioning:
+            # Camera embedding added to the timestep embedding, as in MVDream (Shi et al. 2023, Sec. 3.1):
+            # the exact view sharpens the denoiser's posterior, which a coarse "front/side/back" word
+            # cannot (SDS then averages over elevations and grows a skirt under the object). Zero-initialised
+            # output, so a camera-free checkpoint fine-tunes from exactly its old function.
+            self.camera_embedding = TimestepEmbedding(CAMERA_FEATURES, temb_dim)
+            nn.init.zeros_(self.camera_embedding.linear_2.weight)
+            nn.init.zeros_(self.camera_embedding.linear_2.bias)
         self.conv_in = nn.Conv2d(in_channels, c[0], 3, padding=1)
 
         def res(cin, cout):
@@ -95,18 +122,29 @@ class ToyUNet(ModelMixin, ConfigMixin):
         self.norm_out = nn.GroupNorm(g, c[0])
         self.conv_out = nn.Conv2d(c[0], out_channels, 3, padding=1)
 
-    def forward(self, sample: Tensor, timestep: Tensor | float | int, encoder_hidden_states: Tensor, return_dict: bool = True):
+    def forward(
+        self,
+        sample: Tensor,
+        timestep: Tensor | float | int,
+        encoder_hidden_states: Tensor,
+        camera: Tensor | None = None,
+        return_dict: bool = True,
+    ):
         """Predict the noise.
 
         Args:
             sample: x_t. Shape: (B, C, H, W).
             timestep: t, a scalar or (B,).
             encoder_hidden_states: text token embeddings. Shape: (B, S, D).
+            camera: (elevation, azimuth) in degrees per sample, (B, 2), or None (the null camera);
+                ignored unless the model was built with ``camera_conditioning``.
         """
         B = sample.shape[0]
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(B)
         temb = self.time_embedding(self.time_proj(t).to(sample.dtype))
         temb = temb + self.text_embedding(encoder_hidden_states.mean(dim=1).to(sample.dtype))
+        if self.config.camera_conditioning:
+            temb = temb + self.camera_embedding(camera_features(camera, B, sample.device, sample.dtype))
         context = encoder_hidden_states.to(sample.dtype)
 
         h = self.conv_in(sample)

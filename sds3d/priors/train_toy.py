@@ -28,8 +28,9 @@ from tqdm import tqdm
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
-def build_dataset(images_per_pair: int, seed: int) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Renders in [-1, 1] (N, 3, 32, 32), full prompts (with view) and base prompts (without)."""
+def build_dataset(images_per_pair: int, seed: int) -> tuple[torch.Tensor, list[str], list[str], torch.Tensor]:
+    """Renders in [-1, 1] (N, 3, 32, 32), full prompts (with view), base prompts (without) and
+    each render's camera (elevation, azimuth) in degrees (N, 2)."""
     from sds3d.cameras import CameraConfig, sample_cameras, view_labels
     from sds3d.toyworld import world
     from sds3d.toyworld.prompts import make_prompt
@@ -40,16 +41,17 @@ def build_dataset(images_per_pair: int, seed: int) -> tuple[torch.Tensor, list[s
         distance=(world.CAMERA_DISTANCE,) * 2, fov_y_deg=(world.FOV_Y_DEG,) * 2,
         elevation_deg=world.ELEVATION_RANGE, azimuth_deg=world.AZIMUTH_RANGE,
     )
-    images, prompts, base = [], [], []
+    images, prompts, base, angles = [], [], [], []
     for shape in world.SHAPES:
         for colour in world.COLOURS:
             cams = sample_cameras(cam_cfg, images_per_pair, generator=g)
             rgb, _ = render(shape, world.colour_rgb(colour), cams)
             images.append(rgb * 2.0 - 1.0)
+            angles.append(torch.stack([cams.elevation_deg, cams.azimuth_deg], dim=-1))
             for view in view_labels(cams.azimuth_deg, cams.elevation_deg):
                 prompts.append(make_prompt(colour, shape, view))
                 base.append(make_prompt(colour, shape))
-    return torch.cat(images), prompts, base
+    return torch.cat(images), prompts, base, torch.cat(angles)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -101,6 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=int, default=250)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--camera-conditioning", action="store_true",
+                    help="also condition on the exact camera (elevation, azimuth), MVDream-style")
+    ap.add_argument("--camera-dropout", type=float, default=0.1, help="fraction of samples trained with the null camera")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from a trained prior folder (e.g. add camera conditioning to the shipped one)")
     args = ap.parse_args(argv)
 
     from diffusers import DDPMScheduler
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    images, prompts, base_prompts = build_dataset(args.images_per_pair, args.seed)
+    images, prompts, base_prompts, angles = build_dataset(args.images_per_pair, args.seed)
     print(f"dataset: {len(images)} images in {time.time() - t0:.1f} s")
 
     max_length = 16
@@ -128,7 +135,18 @@ def main(argv: list[str] | None = None) -> None:
         vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=max_length, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
     ))
-    unet = ToyUNet(sample_size=32, cross_attention_dim=64)
+    unet = ToyUNet(sample_size=32, cross_attention_dim=64, camera_conditioning=args.camera_conditioning)
+    if args.init_from is not None:
+        from safetensors.torch import load_file
+
+        # New layers (the camera embedding) keep their zero init; everything else is the old prior.
+        missing, unexpected = unet.load_state_dict(load_file(args.init_from / "unet" / "diffusion_pytorch_model.safetensors"), strict=False)
+        if unexpected or any(not k.startswith("camera_embedding.") for k in missing):
+            raise SystemExit(f"sds3d: error: {args.init_from} is not a toy prior this model can start from")
+        text_encoder.load_state_dict(load_file(args.init_from / "text_encoder" / "model.safetensors"))
+        unet.float()
+        text_encoder.float()
+        print(f"initialised from {args.init_from}")
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               prediction_type="epsilon", clip_sample=False)
     alphas_cumprod = scheduler.alphas_cumprod.float()
@@ -175,13 +193,17 @@ def main(argv: list[str] | None = None) -> None:
                                    torch.where(u < args.cond_dropout + args.view_dropout, base_idx[idx], full_idx[idx]))
             uniq, inverse = text_ids.unique(return_inverse=True)
             embeddings = text_encoder(tokens[uniq]).last_hidden_state[inverse]
+            camera = None
+            if args.camera_conditioning:
+                camera = angles[idx].clone()
+                camera[torch.rand(args.batch_size, generator=g) < args.camera_dropout] = float("nan")  # null camera
             t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch_size,), generator=g)
             eps = torch.randn(x0.shape, generator=g)
             # Forward process q(x_t | x_0), DDPM Eq. 4.
             abar = alphas_cumprod[t].view(-1, 1, 1, 1)
             x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
             # Simplified objective L_simple, DDPM Eq. 14.
-            loss = torch.nn.functional.mse_loss(unet(x_t, t, embeddings).sample, eps)
+            loss = torch.nn.functional.mse_loss(unet(x_t, t, embeddings, camera=camera).sample, eps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -225,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "training.json").write_text(json.dumps({
         "steps": args.steps, "batch_size": args.batch_size, "images": len(images), "lr": args.lr,
         "ema_decay": args.ema_decay, "cond_dropout": args.cond_dropout, "view_dropout": args.view_dropout,
-        "seed": args.seed, "threads": args.threads, "train_minutes_last_process": round(train_s / 60, 2),
+        "seed": args.seed, "threads": args.threads, "camera_conditioning": args.camera_conditioning,
+        "camera_dropout": args.camera_dropout if args.camera_conditioning else None,
+        "init_from": None if args.init_from is None else str(args.init_from), "train_minutes_last_process": round(train_s / 60, 2),
         "final_loss": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5),
     }, indent=2) + "\n")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
