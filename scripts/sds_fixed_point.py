@@ -9,7 +9,10 @@ of how optimisation from the blob init behaves. Steps:
 1. fit the run's field to the toy shape (raw density or signed distance) and colour, supervised;
 2. print how its NeRF render differs from the toy world's own render (same cameras) and save both
    (``render_vs_gt.png``);
-3. evaluate it (mesh IoU, colour error, recognition), run the configured SDS training from it
+3. show what the prior makes of the *exact* toy-world render: the mean over noise draws of its
+   one-step estimate x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar) (CFG as configured) at
+   t = 0.1 ... 0.9 T (``posterior_means.png``; the SDS gradient pulls renders towards these images);
+4. evaluate the fit (mesh IoU, colour error, recognition), run the configured SDS training from it
    (as a resume from step 0), and evaluate again.
 """
 
@@ -41,6 +44,31 @@ def fit_to_ground_truth(field, shape: str, albedo: torch.Tensor, volsdf: bool, s
     return float(loss)
 
 
+@torch.no_grad()
+def posterior_means(prior, images: torch.Tensor, texts: list[str], cameras: torch.Tensor, scale: float,
+                    fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n: int = 32, seed: int = 0) -> list[torch.Tensor]:
+    """Mean over n noise draws of the CFG estimate x0_hat at t = f T, per image. images (B, 3, H, W) in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    x = prior.encode_images(images)
+    B = x.shape[0]
+    cond = prior.encode_prompts(texts).repeat(n, 1, 1)  # sample-major, like x0 below
+    uncond = prior.encode_prompts([""]).expand(B * n, -1, -1)
+    cams = cameras.repeat(n, 1) if prior.camera_conditioned else None
+    means = []
+    for f in fractions:
+        t = torch.full((B * n,), int(f * prior.num_train_timesteps), dtype=torch.long)
+        abar = prior.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x0 = x.repeat(n, 1, 1, 1)
+        eps = torch.randn(x0.shape, generator=g)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps  # DDPM Eq. 4
+        eps_c, eps_u = prior.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, uncond]),
+                                           None if cams is None else torch.cat([cams, cams])).chunk(2)
+        eps_hat = eps_u + scale * (eps_c - eps_u)
+        x0_hat = (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
+        means.append(prior.decode(x0_hat.reshape(n, B, *x.shape[1:]).mean(0)).clamp(0, 1))
+    return means
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "toy.yaml"))
@@ -52,7 +80,7 @@ def main() -> None:
 
     import imageio.v3 as iio
 
-    from sds3d.cameras import make_cameras
+    from sds3d.cameras import make_cameras, view_labels
     from sds3d.checkpoint import save_checkpoint
     from sds3d.config import load_config, to_yaml
     from sds3d.export.video import frames_to_uint8
@@ -60,7 +88,7 @@ def main() -> None:
     from sds3d.runs import finish_run
     from sds3d.toyworld import render as toy_render
     from sds3d.toyworld import world
-    from sds3d.toyworld.prompts import parse_prompt
+    from sds3d.toyworld.prompts import make_prompt, parse_prompt
     from sds3d.trainer import build_scene, make_optimizer, train
 
     torch.set_num_threads(args.threads)
@@ -84,6 +112,19 @@ def main() -> None:
     print(f"NeRF render vs toy-world render: mean |diff| {(nerf - truth).abs().mean():.4f}")
     grid = torch.cat([torch.cat(list(truth), -1), torch.cat(list(nerf), -1)], -2)
     iio.imwrite(Path(args.out) / "render_vs_gt.png", frames_to_uint8(grid[None])[0])
+
+    from sds3d.priors import load_prior
+
+    prior = load_prior(cfg.guidance.pretrained, device="cpu", cfg=cfg.prior)
+    fractions = (0.1, 0.3, 0.5, 0.7, 0.9)
+    views = torch.stack([cams.elevation_deg, cams.azimuth_deg], dim=-1)
+    texts = [make_prompt(colour, shape, v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg)]
+    means = posterior_means(prior, truth, texts, views, cfg.guidance.scale, fractions)
+    for f, m in zip(fractions, means):
+        print(f"t = {f:.1f} T: mean |x0_hat - ground truth| = {(m - truth).abs().mean():.4f}")
+    rows = [torch.cat(list(truth), -1)] + [torch.cat(list(m), -1) for m in means]
+    iio.imwrite(Path(args.out) / "posterior_means.png", frames_to_uint8(torch.cat(rows, -2)[None])[0])
+    del prior
 
     # Start training at the fitted field: a step-0 checkpoint in the trainer's format, then resume.
     optimizer = make_optimizer(cfg, field, background)

@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prior", default="toy", help="a prior name/folder/hub id to look for (default: toy)")
     d.set_defaults(func=cmd_doctor)
 
-    t = sub.add_parser("train-prior", help="train the embedded toy prior (about 15 min on 2 CPU cores)")
+    t = sub.add_parser("train-prior", help="train the embedded toy prior (about 45 min on 2 CPU cores)")
     t.add_argument("--help-options", action="store_true", help="see `sds3d train-prior --help`")
 
     try:

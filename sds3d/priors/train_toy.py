@@ -3,7 +3,7 @@
 Writes a diffusers-layout folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json)
 that ``sds3d.priors.load_prior("toy")`` loads through the same code path as Stable Diffusion.
 
-    sds3d train-prior                 # ~15 min on 2 CPU cores (or: python scripts/train_toy_prior.py)
+    sds3d train-prior                 # ~45 min on 2 CPU cores (or: python scripts/train_toy_prior.py)
     sds3d train-prior --resume        # continue from the last checkpoint
 
 Recipe (DESIGN.md "The toy prior"): 24k renders (32x32) of 4 shapes x 4 colours from the toy
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="sds3d train-prior", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=PACKAGE / "assets" / "toy-prior")
     ap.add_argument("--work-dir", type=Path, default=Path("data") / "toy-prior-train", help="checkpoints for --resume")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--images-per-pair", type=int, default=1500, help="renders per (shape, colour)")
     ap.add_argument("--lr", type=float, default=1e-3)
