@@ -182,11 +182,13 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
     try:
         with stop, open(metrics_path, "a") as metrics_file:
             while step < end and not stop.requested:
-                # Camera -> render (random shading mode per step, DreamFusion Sec. 3.1).
-                field.update_step(step, t.max_steps)
+                # Per-step schedules: learning rate, and the field's own (VolSDF beta).
                 factor = lr_factor(step, t.max_steps, t.lr_schedule, t.lr_end_factor)
                 for group, base_lr in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base_lr * factor
+                field.update_step(step, t.max_steps)
+
+                # Camera -> render (random shading mode per step, DreamFusion Sec. 3.1).
                 cams = sample_cameras(cfg.camera, generator=generator).to(device)
                 shading = sample_shading(cfg.render, generator)
                 need_normals = shading != "albedo" or t.lambda_orient > 0
