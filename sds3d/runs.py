@@ -111,10 +111,12 @@ def finish_run(cfg: RunConfig, run_dir: Path, field, background, train_seconds: 
     summary["orbit"] = str(render_orbit(cfg, run_dir, field, background))
     update_summary(run_dir, summary)
     update_summary(run_dir, export_mesh(cfg, run_dir, field))
+    from .priors import is_toy_prior
     from .toyworld.prompts import parse_prompt
 
     colour, shape, _ = parse_prompt(cfg.prompt)
-    if cfg.trainer.evaluate and cfg.guidance.pretrained == "toy" and colour and shape:  # toy prompts only
+    # Toy prompts with a toy-world prior (the shipped one or a retrained folder) only.
+    if cfg.trainer.evaluate and is_toy_prior(cfg.guidance.pretrained) and colour and shape:
         from .eval import evaluate_run
 
         evaluate_run(Path(run_dir), field=field, background=background, cfg=cfg)  # merges into summary.json

@@ -111,3 +111,16 @@ def test_camera_conditioning_starts_as_the_camera_free_model_and_can_use_the_cam
     assert again.config.camera_conditioning
     with torch.no_grad():
         assert torch.allclose(again(x, t, ctx, camera=views).sample, a, atol=1e-5)
+
+
+def test_toy_priors_are_recognised_by_their_pipeline_class(tmp_path):
+    from sds3d.priors import is_toy_prior
+
+    assert is_toy_prior("toy") and is_toy_prior(str(TOY_PRIOR_PATH))
+    copy = tmp_path / "retrained"
+    shutil.copytree(TOY_PRIOR_PATH, copy)
+    assert is_toy_prior(str(copy))  # a retrained toy prior folder still gets toy-world metrics
+    (copy / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    assert not is_toy_prior(str(copy))
+    (copy / "model_index.json").write_text("not json")
+    assert not is_toy_prior(str(copy)) and not is_toy_prior(str(tmp_path / "missing"))

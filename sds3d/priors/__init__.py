@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -10,6 +11,17 @@ from .base import Prior, PriorError
 from .config import PriorConfig, check_prior_config
 
 TOY_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-prior"
+
+
+def is_toy_prior(name_or_path: str) -> bool:
+    """Whether the prior is a toy-world prior: the shipped one or any folder ``sds3d train-prior`` wrote."""
+    if name_or_path == "toy":
+        return True
+    index = Path(name_or_path).expanduser() / "model_index.json"
+    try:
+        return json.loads(index.read_text()).get("_class_name") == "SDS3DToyPipeline"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def resolve_prior_path(name_or_path: str) -> Path:
@@ -67,4 +79,4 @@ def load_prior(
     return DiffusersPrior(resolve_prior_path(name_or_path), device=device, dtype=dtype, cfg=cfg)
 
 
-__all__ = ["Prior", "PriorError", "PriorConfig", "check_prior_config", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH"]
+__all__ = ["Prior", "PriorError", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH"]
