@@ -33,13 +33,13 @@ def main() -> None:
                          "camera-conditioned prior, the exact camera")
     args = ap.parse_args()
 
+    from sds3d.cameras import sample_cameras, view_labels
     from sds3d.export.video import frames_to_uint8 as to_uint8
     from sds3d.paths import slugify
     from sds3d.priors import load_prior
     from sds3d.priors.sampling import sample_images
-    from sds3d.toyworld.judge import judge
-    from sds3d.cameras import CameraConfig, sample_cameras, view_labels
     from sds3d.toyworld import world
+    from sds3d.toyworld.judge import judge
     from sds3d.toyworld.prompts import all_prompts, make_prompt, parse_prompt
 
     torch.set_num_threads(args.threads)
@@ -56,9 +56,7 @@ def main() -> None:
             colour, shape, _ = parse_prompt(prompt)
             texts, cameras = [prompt] * args.n, None
             if args.cameras:
-                cams = sample_cameras(CameraConfig(distance=(world.CAMERA_DISTANCE,) * 2, fov_y_deg=(world.FOV_Y_DEG,) * 2,
-                                                   elevation_deg=world.ELEVATION_RANGE, azimuth_deg=world.AZIMUTH_RANGE),
-                                      args.n, generator=g)
+                cams = sample_cameras(world.camera_config(), args.n, generator=g)
                 texts = [make_prompt(colour, shape, v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg)]
                 cameras = torch.stack([cams.elevation_deg, cams.azimuth_deg], dim=-1) if prior.camera_conditioned else None
             images = sample_images(prior, texts, guidance_scale=scale, num_inference_steps=args.steps, generator=g,

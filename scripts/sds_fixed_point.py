@@ -105,7 +105,8 @@ def main() -> None:
     loss = fit_to_ground_truth(field, shape, albedo, cfg.field.density_activation == "volsdf")
     print(f"fit loss {loss:.4f}")
 
-    cams = make_cameras(torch.tensor([0.0, 60, 120, 180, 240, 300]), torch.tensor([-10.0, 0, 15, 30, 45, 60]), 2.5, 40.0)
+    cams = make_cameras(torch.tensor([0.0, 60, 120, 180, 240, 300]), torch.tensor([-10.0, 0, 15, 30, 45, 60]),
+                        world.CAMERA_DISTANCE, world.FOV_Y_DEG)
     with torch.no_grad():
         nerf = render(field, background, cams, cfg.render, shading="lambertian", stratified=False)["rgb"]
     truth, _ = toy_render.render(shape, albedo, cams)

@@ -124,3 +124,14 @@ def test_toy_priors_are_recognised_by_their_pipeline_class(tmp_path):
     assert not is_toy_prior(str(copy))
     (copy / "model_index.json").write_text("not json")
     assert not is_toy_prior(str(copy)) and not is_toy_prior(str(tmp_path / "missing"))
+
+
+def test_train_prior_init_from_a_folder_without_weights_is_a_one_line_error(tmp_path, capsys):
+    from sds3d.priors.train_toy import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "w")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sds3d: error: --init-from") and "missing" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

@@ -193,9 +193,11 @@ def auto_threshold(sigma: np.ndarray, spacing: float, surface_opacity: float = 0
     return float(np.median(np.concatenate(levels)))
 
 
-def resolve_threshold(cfg: ExportConfig, sigma: np.ndarray, spacing: float) -> float:
-    """The iso level cfg asks for on this grid."""
-    return auto_threshold(sigma, spacing, cfg.surface_opacity) if cfg.threshold == "auto" else float(cfg.threshold)
+def resolve_threshold(cfg: ExportConfig, sigma: np.ndarray, spacing: float, surface_density: float | None = None) -> float:
+    """The iso level cfg asks for on this grid (``surface_density``: the field's own level, if it has one)."""
+    if cfg.threshold != "auto":
+        return float(cfg.threshold)
+    return surface_density if surface_density is not None else auto_threshold(sigma, spacing, cfg.surface_opacity)
 
 
 def remove_floaters(mesh: trimesh.Trimesh, min_component_fraction: float) -> trimesh.Trimesh:
@@ -233,8 +235,7 @@ def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
     check_config(cfg)
     bound = float(field.bound)
     sigma, spacing = density_grid(field, int(cfg.resolution), int(cfg.chunk_size))
-    surface = getattr(field, "surface_density", None)
-    level = surface if cfg.threshold == "auto" and surface is not None else resolve_threshold(cfg, sigma, spacing)
+    level = resolve_threshold(cfg, sigma, spacing, getattr(field, "surface_density", None))
     hi = float(sigma.max())
     if not (level < hi):
         raise EmptyMeshError(

@@ -109,7 +109,7 @@ def trunc_exp(x: Tensor) -> Tensor:
     return _TruncExp.apply(x)
 
 
-def volsdf_density(neg_sdf: Tensor, beta: float) -> Tensor:
+def volsdf_density(neg_sdf: Tensor, beta: float | Tensor) -> Tensor:
     """sigma = alpha * Psi_beta(-d) with alpha = 1 / beta, Psi_beta the Laplace CDF (VolSDF Eq. 2-3)."""
     # 0.5 exp(s / beta) for s <= 0, 1 - 0.5 exp(-s / beta) for s > 0; each exp sees a clamped s so
     # the unused branch stays finite (torch.where would still backpropagate its inf * 0 = nan).
@@ -167,7 +167,7 @@ class NeRFField(nn.Module):
 
     def _activate_density(self, raw: Tensor) -> Tensor:
         if self.cfg.density_activation == "volsdf":
-            return volsdf_density(raw, float(self.beta))
+            return volsdf_density(raw, self.beta)
         return trunc_exp(raw) if self.cfg.density_activation == "exp" else nn.functional.softplus(raw)
 
     def _fd_offsets(self, x: Tensor) -> Tensor:

@@ -111,8 +111,6 @@ class PromptProcessor:
 
     def texts_for(self, azimuth_deg: Tensor, elevation_deg: Tensor) -> list[str]:
         """The conditional prompt text used for each camera (for logging)."""
-        if not self.view_dependent:
-            return [self.prompt] * len(torch.as_tensor(azimuth_deg).reshape(-1))
         return self._texts(self.views(azimuth_deg, elevation_deg))
 
     def _texts(self, views: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from .base import Prior, PriorError
 from .config import PriorConfig, check_prior_config
 
 TOY_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-prior"
+TOY_PIPELINE_CLASS = "SDS3DToyPipeline"  # model_index.json "_class_name" of folders sds3d train-prior writes
 
 
 def is_toy_prior(name_or_path: str) -> bool:
@@ -19,7 +20,7 @@ def is_toy_prior(name_or_path: str) -> bool:
         return True
     index = Path(name_or_path).expanduser() / "model_index.json"
     try:
-        return json.loads(index.read_text()).get("_class_name") == "SDS3DToyPipeline"
+        return json.loads(index.read_text()).get("_class_name") == TOY_PIPELINE_CLASS
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -79,4 +80,4 @@ def load_prior(
     return DiffusersPrior(resolve_prior_path(name_or_path), device=device, dtype=dtype, cfg=cfg)
 
 
-__all__ = ["Prior", "PriorError", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH"]
+__all__ = ["Prior", "PriorError", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH", "TOY_PIPELINE_CLASS"]

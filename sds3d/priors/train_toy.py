@@ -19,6 +19,7 @@ import gzip
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -31,16 +32,13 @@ PACKAGE = Path(__file__).resolve().parents[1]
 def build_dataset(images_per_pair: int, seed: int) -> tuple[torch.Tensor, list[str], list[str], torch.Tensor]:
     """Renders in [-1, 1] (N, 3, 32, 32), full prompts (with view), base prompts (without) and
     each render's camera (elevation, azimuth) in degrees (N, 2)."""
-    from sds3d.cameras import CameraConfig, sample_cameras, view_labels
+    from sds3d.cameras import sample_cameras, view_labels
     from sds3d.toyworld import world
     from sds3d.toyworld.prompts import make_prompt
     from sds3d.toyworld.render import render
 
     g = torch.Generator().manual_seed(seed)
-    cam_cfg = CameraConfig(
-        distance=(world.CAMERA_DISTANCE,) * 2, fov_y_deg=(world.FOV_Y_DEG,) * 2,
-        elevation_deg=world.ELEVATION_RANGE, azimuth_deg=world.AZIMUTH_RANGE,
-    )
+    cam_cfg = world.camera_config()
     images, prompts, base, angles = [], [], [], []
     for shape in world.SHAPES:
         for colour in world.COLOURS:
@@ -52,6 +50,12 @@ def build_dataset(images_per_pair: int, seed: int) -> tuple[torch.Tensor, list[s
                 prompts.append(make_prompt(colour, shape, view))
                 base.append(make_prompt(colour, shape))
     return torch.cat(images), prompts, base, torch.cat(angles)
+
+
+def _fail(message: str) -> None:
+    """A user mistake: one line on stderr, exit status 2 (like every sds3d command)."""
+    print(f"sds3d: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -77,7 +81,7 @@ def build_tokenizer(max_length: int, work_dir: Path):
         return CLIPTokenizer.from_pretrained(shipped, model_max_length=max_length)
     spec = importlib.util.find_spec("open_clip")
     if spec is None:
-        raise SystemExit("sds3d: error: training the toy prior needs the CLIP BPE file: pip install open-clip-torch --no-deps")
+        _fail("training the toy prior needs the CLIP BPE file: pip install open-clip-torch --no-deps")
     bpe = Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
     merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     vocab = list(_bytes_to_unicode().values())
@@ -114,7 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers.training_utils import EMAModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from sds3d.priors import TOY_PIPELINE_CLASS
     from sds3d.priors.toy_unet import ToyUNet
+
+    init_files = None
+    if args.init_from is not None:  # checked before the minute of rendering the dataset
+        init_files = (args.init_from / "unet" / "diffusion_pytorch_model.safetensors", args.init_from / "text_encoder" / "model.safetensors")
+        missing_files = [str(f) for f in init_files if not f.is_file()]
+        if missing_files:
+            _fail(f"--init-from {args.init_from} is not a toy prior folder (missing {', '.join(missing_files)})")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -136,16 +148,17 @@ def main(argv: list[str] | None = None) -> None:
         num_attention_heads=4, max_position_embeddings=max_length, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
     ))
     unet = ToyUNet(sample_size=32, cross_attention_dim=64, camera_conditioning=args.camera_conditioning)
-    if args.init_from is not None:
+    if init_files is not None:
         from safetensors.torch import load_file
 
         # New layers (the camera embedding) keep their zero init; everything else is the old prior.
-        missing, unexpected = unet.load_state_dict(load_file(args.init_from / "unet" / "diffusion_pytorch_model.safetensors"), strict=False)
+        try:
+            missing, unexpected = unet.load_state_dict(load_file(init_files[0]), strict=False)
+            text_encoder.load_state_dict(load_file(init_files[1]))
+        except Exception as e:  # corrupt file or other architecture: say which, no traceback
+            _fail(f"--init-from {args.init_from}: cannot load its weights ({type(e).__name__}); give a folder written by sds3d train-prior")
         if unexpected or any(not k.startswith("camera_embedding.") for k in missing):
-            raise SystemExit(f"sds3d: error: {args.init_from} is not a toy prior this model can start from")
-        text_encoder.load_state_dict(load_file(args.init_from / "text_encoder" / "model.safetensors"))
-        unet.float()
-        text_encoder.float()
+            _fail(f"--init-from {args.init_from} is not a toy prior this model can start from")
         print(f"initialised from {args.init_from}")
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               prediction_type="epsilon", clip_sample=False)
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     import diffusers
 
     (out / "model_index.json").write_text(json.dumps({
-        "_class_name": "SDS3DToyPipeline",
+        "_class_name": TOY_PIPELINE_CLASS,
         "_diffusers_version": diffusers.__version__,
         "unet": ["sds3d.priors.toy_unet", "ToyUNet"],
         "text_encoder": ["transformers", "CLIPTextModel"],

@@ -64,3 +64,11 @@ def torus_rotation() -> torch.Tensor:
     c, s = math.cos(a), math.sin(a)
     # Right-hand rotation about +x by angle a.
     return torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def camera_config():
+    """The toy world's camera distribution as a ``CameraConfig`` (what the prior was trained on)."""
+    from ..cameras import CameraConfig
+
+    return CameraConfig(distance=(CAMERA_DISTANCE,) * 2, fov_y_deg=(FOV_Y_DEG,) * 2,
+                        elevation_deg=ELEVATION_RANGE, azimuth_deg=AZIMUTH_RANGE)
