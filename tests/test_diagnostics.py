@@ -1,0 +1,56 @@
+"""The diagnostic scripts' math (scripts/restoring_force.py), with exact denoisers."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sds3d.priors.base import Prior
+
+_spec = importlib.util.spec_from_file_location("restoring_force", Path(__file__).parents[1] / "scripts" / "restoring_force.py")
+restoring_force = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(restoring_force)
+
+
+class ExactPrior(Prior):
+    """The exact denoiser of a distribution concentrated on one image x* (for every text)."""
+
+    resolution, latent, num_train_timesteps = 4, False, 1000
+
+    def __init__(self, x_star):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.x_star = x_star
+
+    @property
+    def alphas_cumprod(self):
+        return torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+
+    def encode_prompts(self, prompts):
+        return torch.zeros(len(prompts), 1, 1)
+
+    def predict_noise(self, x_t, t, embeddings, cameras=None):
+        abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_star = self.x_star.repeat(x_t.shape[0] // self.x_star.shape[0], 1, 1, 1)
+        return (x_t - abar.sqrt() * x_star) / (1 - abar).sqrt()
+
+    def encode_images(self, rgb):
+        return rgb * 2 - 1
+
+    def decode(self, x):
+        return (x + 1) / 2
+
+
+@pytest.mark.parametrize("target, expected", [("truth", 1.0), ("render", 0.0), ("halfway", 0.5)])
+def test_restoring_force_is_the_fraction_of_the_way_to_the_truth(target, expected):
+    g = torch.Generator().manual_seed(0)
+    x_img, gt_img = torch.rand(2, 3, 4, 4, generator=g), torch.rand(2, 3, 4, 4, generator=g)
+    star = {"truth": gt_img, "render": x_img, "halfway": (x_img + gt_img) / 2}[target]
+    prior = ExactPrior(star * 2 - 1)
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[..., :2] = 1.0
+    rows = restoring_force.restoring_force(prior, x_img, gt_img, ["a", "b"], torch.zeros(2, 2), scale=1.0, n=3, masks={"left": mask})
+    for r in rows["all"] + rows["left"]:
+        assert r == pytest.approx(expected, abs=1e-4)
