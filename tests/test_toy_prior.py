@@ -135,3 +135,33 @@ def test_train_prior_init_from_a_folder_without_weights_is_a_one_line_error(tmp_
     err = capsys.readouterr().err.strip()
     assert err.startswith("sds3d: error: --init-from") and "missing" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_prior_fine_tune_records_its_lineage(tmp_path):
+    """A two-step training, then a camera fine-tune of it: training.json nests the parent's recipe."""
+    import json
+
+    from sds3d.priors.train_toy import main
+
+    tiny = ["--steps", "2", "--images-per-pair", "1", "--batch-size", "4", "--threads", "1", "--ckpt-every", "0"]
+    main(tiny + ["--out", str(tmp_path / "base"), "--work-dir", str(tmp_path / "w1")])
+    main(tiny + ["--camera-conditioning", "--lr", "5e-4", "--init-from", str(tmp_path / "base"),
+                 "--out", str(tmp_path / "cam"), "--work-dir", str(tmp_path / "w2")])
+    info = json.loads((tmp_path / "cam" / "training.json").read_text())
+    assert info["camera_conditioning"] and info["lr"] == 5e-4 and info["init_from"] == str(tmp_path / "base")
+    parent = info["init_from_training"]
+    assert parent["camera_conditioning"] is False and parent["init_from"] is None and parent["init_from_training"] is None
+    assert load_prior(str(tmp_path / "cam")).camera_conditioned
+
+
+@pytest.mark.parametrize("args, says", [(["--lr", "0"], "--lr"), (["--ckpt-every", "-1"], "--ckpt-every"),
+                                        (["--camera-dropout", "1.5"], "--camera-dropout"), (["--steps", "0"], "--steps")])
+def test_train_prior_bad_numbers_are_one_line_errors(tmp_path, capsys, args, says):
+    from sds3d.priors.train_toy import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "w")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sds3d: error: {says}") and "\n" not in err
+    assert not (tmp_path / "out").exists()

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--view-dropout", type=float, default=0.10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ckpt-every", type=int, default=250)
+    ap.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N steps (0: only at the end or on Ctrl-C)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--camera-conditioning", action="store_true",
                     help="also condition on the exact camera (elevation, azimuth), MVDream-style")
@@ -113,6 +113,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from a trained prior folder (e.g. add camera conditioning to the shipped one)")
     args = ap.parse_args(argv)
+    for name in ("steps", "batch_size", "images_per_pair", "lr"):
+        if getattr(args, name) <= 0:
+            _fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be positive")
+    if args.ckpt_every < 0:
+        _fail(f"--ckpt-every {args.ckpt_every} must be >= 0 (0: checkpoint only at the end)")
+    for name in ("cond_dropout", "view_dropout", "camera_dropout"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            _fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be a fraction in [0, 1]")
 
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-            if step % args.ckpt_every == 0:
+            if args.ckpt_every and step % args.ckpt_every == 0:
                 save_ckpt()
     except KeyboardInterrupt:
         save_ckpt()
@@ -257,6 +265,13 @@ def main(argv: list[str] | None = None) -> None:
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "scheduler": ["diffusers", "DDPMScheduler"],
     }, indent=2) + "\n")
+    # The recipe of the weights this run started from, nested: a fine-tuned prior keeps its whole lineage.
+    parent = None
+    if args.init_from is not None and (args.init_from / "training.json").is_file():
+        try:
+            parent = json.loads((args.init_from / "training.json").read_text())
+        except ValueError:
+            parent = "unreadable training.json"
     (out / "training.json").write_text(json.dumps({
         "steps": args.steps, "batch_size": args.batch_size, "images": len(images), "lr": args.lr,
         "ema_decay": args.ema_decay, "cond_dropout": args.cond_dropout, "view_dropout": args.view_dropout,
@@ -264,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         "camera_dropout": args.camera_dropout if args.camera_conditioning else None,
         "init_from": None if args.init_from is None else str(args.init_from), "train_minutes_last_process": round(train_s / 60, 2),
         "final_loss": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5),
+        "init_from_training": parent,
     }, indent=2) + "\n")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 1e6:.1f} MB)")
