@@ -1,4 +1,4 @@
-"""The diagnostic scripts' math (scripts/restoring_force.py), with exact denoisers."""
+"""Scripts: the restoring-force diagnostic's math (with an exact denoiser), the toy prior recipe's stages."""
 
 import importlib.util
 from pathlib import Path
@@ -9,9 +9,16 @@ from torch import nn
 
 from sds3d.priors.base import Prior
 
-_spec = importlib.util.spec_from_file_location("restoring_force", Path(__file__).parents[1] / "scripts" / "restoring_force.py")
-restoring_force = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(restoring_force)
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+restoring_force = _load_script("restoring_force")
 
 
 class ExactPrior(Prior):
@@ -54,3 +61,28 @@ def test_restoring_force_is_the_fraction_of_the_way_to_the_truth(target, expecte
     rows = restoring_force.restoring_force(prior, x_img, gt_img, ["a", "b"], torch.zeros(2, 2), scale=1.0, n=3, masks={"left": mask})
     for r in rows["all"] + rows["left"]:
         assert r == pytest.approx(expected, abs=1e-4)
+
+
+def test_prior_recipe_chains_the_stages_and_skips_finished_ones(tmp_path, monkeypatch):
+    recipe = _load_script("train_toy_prior")
+    calls = []
+
+    def fake_train(argv):
+        calls.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "training.json").write_text("{}")
+
+    monkeypatch.setattr(recipe, "train_prior", fake_train)
+    (tmp_path / "cam-2").mkdir(parents=True)
+    (tmp_path / "cam-2" / "training.json").write_text("{}")  # a finished stage is skipped
+    (tmp_path / "work" / "cam-3").mkdir(parents=True)
+    (tmp_path / "work" / "cam-3" / "ckpt.pt").write_bytes(b"")  # an interrupted one is resumed
+    monkeypatch.setattr("sys.argv", ["train_toy_prior.py", "--out", str(tmp_path), "--threads", "1"])
+    recipe.main()
+    outs = [Path(c[c.index("--out") + 1]).name for c in calls]
+    assert outs == ["base-3000", "base-6000", "cam-1", "cam-3", "cam-4"]
+    init = {Path(c[c.index("--out") + 1]).name: Path(c[c.index("--init-from") + 1]).name for c in calls if "--init-from" in c}
+    assert init == {"cam-1": "base-6000", "cam-3": "cam-2", "cam-4": "cam-3"}
+    assert "--resume" in calls[1] and "--resume" in calls[3] and "--resume" not in calls[4]
+    assert all("--camera-conditioning" in c for c in calls[2:]) and not any("--camera-conditioning" in c for c in calls[:2])
