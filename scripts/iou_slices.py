@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def main() -> None:
@@ -25,7 +24,7 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=64)
     args = ap.parse_args()
 
-    from sds3d.eval import _rotate_z, grid_centres, load_mesh_world, mesh_occupancy
+    from sds3d.eval import _rotate_z, grid_centres, grid_points, load_mesh_world, mesh_occupancy
     from sds3d.runs import load_run_config
     from sds3d.toyworld.prompts import parse_prompt
     from sds3d.toyworld.shapes import occupancy
@@ -39,8 +38,7 @@ def main() -> None:
     summary = json.loads((args.run_dir / "summary.json").read_text()) if (args.run_dir / "summary.json").is_file() else {}
     yaw = float(summary.get("eval", {}).get("yaw_deg", 0.0))
     c = grid_centres(R)
-    points = torch.stack(torch.meshgrid(*[torch.from_numpy(c).float()] * 3, indexing="ij"), dim=-1).reshape(-1, 3)
-    gt = occupancy(shape, _rotate_z(points, yaw)).reshape(R, R, R).numpy()
+    gt = occupancy(shape, _rotate_z(grid_points(R), yaw)).reshape(R, R, R).numpy()
     fp, fn = pred & ~gt, ~pred & gt
     print(f"{args.run_dir}: {shape}, yaw {yaw:.0f} deg, IoU {(pred & gt).sum() / max(1, (pred | gt).sum()):.3f}, "
           f"voxels: mesh {pred.sum()}, truth {gt.sum()}, false positive {fp.sum()}, false negative {fn.sum()}")

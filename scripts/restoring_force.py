@@ -32,27 +32,14 @@ FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 @torch.no_grad()
 def restoring_force(prior, x_img, gt_img, texts, cameras, scale, n=16, seed=0, masks=None):
     """r per t fraction (and per mask) of renders x_img towards gt_img. Images (B, 3, H, W) in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
+    from sds3d.priors.sampling import mean_denoised
+
     x, x_gt = prior.encode_images(x_img), prior.encode_images(gt_img)
-    B = x.shape[0]
-    cond = prior.encode_prompts(texts).repeat(n, 1, 1)  # sample-major
-    uncond = prior.encode_prompts([""]).expand(B * n, -1, -1)
-    cams = cameras.repeat(n, 1) if prior.camera_conditioned else None
     d = x_gt - x
     masks = {"all": torch.ones_like(x[:, :1])} | (masks or {})
-    rows = {k: [] for k in masks}
-    for f in FRACTIONS:
-        t = torch.full((B * n,), int(f * prior.num_train_timesteps), dtype=torch.long)
-        abar = prior.alphas_cumprod[t].view(-1, 1, 1, 1)
-        x0 = x.repeat(n, 1, 1, 1)
-        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * torch.randn(x0.shape, generator=g)  # DDPM Eq. 4
-        eps_c, eps_u = prior.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, uncond]),
-                                           None if cams is None else torch.cat([cams, cams])).chunk(2)
-        eps_hat = eps_u + scale * (eps_c - eps_u)
-        x0_hat = ((x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()).reshape(n, *x.shape).mean(0)
-        for k, m in masks.items():
-            rows[k].append(float(((x0_hat - x) * d * m).sum() / (d * d * m).sum().clamp_min(1e-12)))
-    return rows
+    means = mean_denoised(prior, x, texts, cameras, scale, FRACTIONS, n, seed)
+    return {k: [float(((m - x) * d * mask).sum() / (d * d * mask).sum().clamp_min(1e-12)) for m in means]
+            for k, mask in masks.items()}
 
 
 def main() -> None:
@@ -98,10 +85,9 @@ def main() -> None:
 
     prior = load_prior(args.prior or cfg.guidance.pretrained, device="cpu", cfg=cfg.prior)
     texts = [make_prompt(colour, shape, v) for v in view_labels(azimuth, elevation)]
-    views = torch.stack([elevation, azimuth], dim=-1)
     header = "t / T      " + " ".join(f"{f:>6.1f}" for f in FRACTIONS)
     print(header)
-    for k, r in restoring_force(prior, x_img, gt_img, texts, views, cfg.guidance.scale, masks=masks).items():
+    for k, r in restoring_force(prior, x_img, gt_img, texts, cams.view_angles, cfg.guidance.scale, masks=masks).items():
         print(f"run {k:<6} " + " ".join(f"{v:6.2f}" for v in r))
 
     # Reference: the same truth inflated by 0.07 (a clean, oversized render of the right shape).
@@ -112,7 +98,7 @@ def main() -> None:
         inflated, _ = toy_render.render(shape, albedo, cams_gt)
     finally:
         toy_render.sdf, toy_render.bounding_radius = sdf, bounding_radius
-    r = restoring_force(prior, inflated, gt_img, texts, views, cfg.guidance.scale)["all"]
+    r = restoring_force(prior, inflated, gt_img, texts, cams.view_angles, cfg.guidance.scale)["all"]
     print("inflated   " + " ".join(f"{v:6.2f}" for v in r))
 
 

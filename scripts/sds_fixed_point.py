@@ -44,29 +44,13 @@ def fit_to_ground_truth(field, shape: str, albedo: torch.Tensor, volsdf: bool, s
     return float(loss)
 
 
-@torch.no_grad()
 def posterior_means(prior, images: torch.Tensor, texts: list[str], cameras: torch.Tensor, scale: float,
                     fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n: int = 32, seed: int = 0) -> list[torch.Tensor]:
-    """Mean over n noise draws of the CFG estimate x0_hat at t = f T, per image. images (B, 3, H, W) in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    x = prior.encode_images(images)
-    B = x.shape[0]
-    cond = prior.encode_prompts(texts).repeat(n, 1, 1)  # sample-major, like x0 below
-    uncond = prior.encode_prompts([""]).expand(B * n, -1, -1)
-    cams = cameras.repeat(n, 1) if prior.camera_conditioned else None
-    means = []
-    for f in fractions:
-        t = torch.full((B * n,), int(f * prior.num_train_timesteps), dtype=torch.long)
-        abar = prior.alphas_cumprod[t].view(-1, 1, 1, 1)
-        x0 = x.repeat(n, 1, 1, 1)
-        eps = torch.randn(x0.shape, generator=g)
-        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps  # DDPM Eq. 4
-        eps_c, eps_u = prior.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, uncond]),
-                                           None if cams is None else torch.cat([cams, cams])).chunk(2)
-        eps_hat = eps_u + scale * (eps_c - eps_u)
-        x0_hat = (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
-        means.append(prior.decode(x0_hat.reshape(n, B, *x.shape[1:]).mean(0)).clamp(0, 1))
-    return means
+    """Mean over n noise draws of the CFG estimate x0_hat at t = f T, per image, as images in [0, 1]."""
+    from sds3d.priors.sampling import mean_denoised
+
+    means = mean_denoised(prior, prior.encode_images(images), texts, cameras, scale, fractions, n, seed)
+    return [prior.decode(m).clamp(0, 1) for m in means]
 
 
 def main() -> None:
@@ -118,9 +102,8 @@ def main() -> None:
 
     prior = load_prior(cfg.guidance.pretrained, device="cpu", cfg=cfg.prior)
     fractions = (0.1, 0.3, 0.5, 0.7, 0.9)
-    views = torch.stack([cams.elevation_deg, cams.azimuth_deg], dim=-1)
     texts = [make_prompt(colour, shape, v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg)]
-    means = posterior_means(prior, truth, texts, views, cfg.guidance.scale, fractions)
+    means = posterior_means(prior, truth, texts, cams.view_angles, cfg.guidance.scale, fractions)
     for f, m in zip(fractions, means):
         print(f"t = {f:.1f} T: mean |x0_hat - ground truth| = {(m - truth).abs().mean():.4f}")
     rows = [torch.cat(list(truth), -1)] + [torch.cat(list(m), -1) for m in means]

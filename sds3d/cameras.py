@@ -52,6 +52,11 @@ class Cameras:
         return Cameras(*(getattr(self, f)[index] for f in ("c2w", "fov_y_deg", "azimuth_deg", "elevation_deg", "distance")))
 
     @property
+    def view_angles(self) -> Tensor:
+        """(elevation, azimuth) in degrees, the camera condition of camera-conditioned priors. Shape: (B, 2)."""
+        return torch.stack([self.elevation_deg, self.azimuth_deg], dim=-1)
+
+    @property
     def position(self) -> Tensor:
         """Camera centres. Shape: (B, 3)."""
         return self.c2w[:, :3, 3]

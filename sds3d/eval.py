@@ -92,6 +92,12 @@ def mesh_occupancy(mesh: trimesh.Trimesh, resolution: int = 64, bound: float = 1
     return votes >= 2
 
 
+def grid_points(resolution: int, bound: float = 1.0) -> Tensor:
+    """Voxel centres of the ``resolution^3`` evaluation grid over [-bound, bound]^3, ij order. Shape: (R^3, 3)."""
+    c = torch.from_numpy(grid_centres(resolution, bound)).float()
+    return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
 def _rotate_z(p: Tensor, deg: float) -> Tensor:
     a = math.radians(deg)
     ca, sa = math.cos(a), math.sin(a)
@@ -104,8 +110,7 @@ def mesh_iou_yaw(mesh_world: trimesh.Trimesh, shape: str, resolution: int = 64, 
     if yaw_step_deg <= 0:
         raise EvalError(f"yaw_step_deg={yaw_step_deg}; use a positive step such as 5")
     pred = torch.from_numpy(mesh_occupancy(mesh_world, resolution)).reshape(-1)
-    c = torch.from_numpy(grid_centres(resolution)).float()
-    points = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1).reshape(-1, 3)
+    points = grid_points(resolution)
     kind = world.spec()["shapes"][shape]["kind"] if shape in world.SHAPES else None
     if kind is None:
         raise EvalError(f"unknown toy shape {shape!r}; the toy world has {', '.join(world.SHAPES)}")

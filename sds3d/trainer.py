@@ -200,8 +200,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
 
                 # SDS on the render (one batched prior call), plus regularisers.
                 text = prompts(cams.azimuth_deg, cams.elevation_deg)
-                views = torch.stack([cams.elevation_deg, cams.azimuth_deg], dim=-1)  # for camera-conditioned priors
-                losses = guidance(out["rgb"], text, step, generator=generator, cameras=views)
+                losses = guidance(out["rgb"], text, step, generator=generator, cameras=cams.view_angles)
                 if t.lambda_orient > 0:
                     losses["loss_orient"] = (
                         orientation_loss(out["weights"], out["sample_normals"], out["ray_dirs"]) if packed is None

@@ -45,7 +45,7 @@ def build_dataset(images_per_pair: int, seed: int) -> tuple[torch.Tensor, list[s
             cams = sample_cameras(cam_cfg, images_per_pair, generator=g)
             rgb, _ = render(shape, world.colour_rgb(colour), cams)
             images.append(rgb * 2.0 - 1.0)
-            angles.append(torch.stack([cams.elevation_deg, cams.azimuth_deg], dim=-1))
+            angles.append(cams.view_angles)
             for view in view_labels(cams.azimuth_deg, cams.elevation_deg):
                 prompts.append(make_prompt(colour, shape, view))
                 base.append(make_prompt(colour, shape))
