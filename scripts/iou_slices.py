@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where does a run's mesh differ from the toy shape? False positives and negatives per z slice.
 
-    python scripts/iou_slices.py runs/a-red-cone [--resolution 64]
+    python scripts/iou_slices.py runs/a-red-cone [--resolution 160]
 
 Uses exactly what ``sds3d eval`` uses: the exported mesh in the world frame, its occupancy at the
 voxel centres of a resolution^3 grid over [-1, 1]^3, and the ground truth turned by the yaw that
@@ -21,7 +21,7 @@ import numpy as np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--resolution", type=int, default=160)
     args = ap.parse_args()
 
     from sds3d.eval import _rotate_z, grid_centres, grid_points, load_mesh_world, mesh_occupancy

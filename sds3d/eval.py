@@ -105,17 +105,8 @@ def _rotate_z(p: Tensor, deg: float) -> Tensor:
     return p @ R  # row vectors: p @ R = (R^T p^T)^T, i.e. rotation by -deg
 
 
-def mesh_iou_yaw(mesh_world: trimesh.Trimesh, shape: str, resolution: int = 64, yaw_step_deg: float = 5.0) -> tuple[float, float]:
-    """Best IoU over yaw and the yaw (degrees) of the ground truth that achieves it. See ``mesh_iou``."""
-    if yaw_step_deg <= 0:
-        raise EvalError(f"yaw_step_deg={yaw_step_deg}; use a positive step such as 5")
-    pred = torch.from_numpy(mesh_occupancy(mesh_world, resolution)).reshape(-1)
+def _iou_at_yaws(pred: Tensor, shape: str, resolution: int, yaws) -> tuple[float, float]:
     points = grid_points(resolution)
-    kind = world.spec()["shapes"][shape]["kind"] if shape in world.SHAPES else None
-    if kind is None:
-        raise EvalError(f"unknown toy shape {shape!r}; the toy world has {', '.join(world.SHAPES)}")
-    period = YAW_PERIOD_DEG[kind]
-    yaws = np.arange(0.0, period, yaw_step_deg) if period > 0 else np.zeros(1)
     best = (-1.0, 0.0)
     with torch.no_grad():
         for yaw in yaws:
@@ -128,7 +119,30 @@ def mesh_iou_yaw(mesh_world: trimesh.Trimesh, shape: str, resolution: int = 64, 
     return best
 
 
-def mesh_iou(mesh_world: trimesh.Trimesh, shape: str, resolution: int = 64, yaw_step_deg: float = 5.0) -> float:
+def mesh_iou_yaw(
+    mesh_world: trimesh.Trimesh, shape: str, resolution: int = 160, yaw_step_deg: float = 5.0, search_resolution: int = 64
+) -> tuple[float, float]:
+    """Best IoU over yaw and the yaw (degrees) of the ground truth that achieves it. See ``mesh_iou``.
+
+    The yaw is searched on a ``search_resolution^3`` grid (when coarser than ``resolution``), then
+    the IoU is read on the ``resolution^3`` grid at that yaw and its two neighbours.
+    """
+    if yaw_step_deg <= 0:
+        raise EvalError(f"yaw_step_deg={yaw_step_deg}; use a positive step such as 5")
+    kind = world.spec()["shapes"][shape]["kind"] if shape in world.SHAPES else None
+    if kind is None:
+        raise EvalError(f"unknown toy shape {shape!r}; the toy world has {', '.join(world.SHAPES)}")
+    period = YAW_PERIOD_DEG[kind]
+    yaws = np.arange(0.0, period, yaw_step_deg) if period > 0 else np.zeros(1)
+    if search_resolution < resolution and len(yaws) > 3:
+        coarse = torch.from_numpy(mesh_occupancy(mesh_world, search_resolution)).reshape(-1)
+        _, yaw = _iou_at_yaws(coarse, shape, search_resolution, yaws)
+        yaws = [(yaw + k * yaw_step_deg) % period for k in (-1, 0, 1)]
+    pred = torch.from_numpy(mesh_occupancy(mesh_world, resolution)).reshape(-1)
+    return _iou_at_yaws(pred, shape, resolution, yaws)
+
+
+def mesh_iou(mesh_world: trimesh.Trimesh, shape: str, resolution: int = 160, yaw_step_deg: float = 5.0) -> float:
     """Volumetric IoU of a mesh with a toy shape, best over yaw of the ground truth about +z.
 
     Both occupancies are sampled at the voxel centres of a ``resolution^3`` grid over
@@ -136,6 +150,12 @@ def mesh_iou(mesh_world: trimesh.Trimesh, shape: str, resolution: int = 64, yaw_
     ``toyworld.shapes.occupancy`` rotated by yaw in ``[0, period)`` with ``yaw_step_deg`` steps,
     where the period is the shape's symmetry about +z (sphere and cone: none needed; cube: 90°;
     torus: 360°). SDS fixes no azimuth of the object, so yaw is a free parameter; tilt is not.
+
+    The default grid is 160^3: voxel centres bias the IoU by where the shapes' flat faces fall
+    between sample layers, and at 160^3 the cube's faces (+-0.40) and the cone's base (-0.45) lie
+    exactly half-way between layers. The exact cone (marching cubes of its SDF) moved down / up
+    by 0.01 scores 0.873 / 0.975 at 64^3 (the base lies 0.003 above a layer), 0.964 / 0.920 at
+    128^3, 0.928 / 0.929 at 160^3 and 0.930 / 0.930 at 320^3.
 
     Returns:
         IoU in [0, 1].
@@ -305,7 +325,7 @@ def evaluate_run(
     cfg=None,
     load_field: Callable[[Path], object] | None = load_run_field,
     render_views: Callable[[object], Tensor] | None = None,
-    resolution: int = 64,
+    resolution: int = 160,
     yaw_step_deg: float = 5.0,
 ) -> dict:
     """Toy-world metrics of a run, merged into ``run_dir/summary.json`` under ``"eval"``.
@@ -356,7 +376,8 @@ def evaluate_run(
 
     skipped: dict[str, str] = {}
     iou, yaw = mesh_iou_yaw(mesh, shape, resolution, yaw_step_deg)
-    metrics: dict = {"prompt": prompt, "colour": colour, "shape": shape, "mesh_iou": iou, "yaw_deg": yaw}
+    metrics: dict = {"prompt": prompt, "colour": colour, "shape": shape, "mesh_iou": iou, "yaw_deg": yaw,
+                     "iou_resolution": int(resolution)}
     metrics["colour_error"] = colour_error(field, mesh, colour)
     metrics["colour_source"] = "field" if field is not None else "mesh"
     metrics["recognition"], metrics["recognition_labels"] = None, None

@@ -12,6 +12,7 @@ import trimesh
 
 from sds3d.export import EmptyMeshError, ExportConfig, ExportError, extract_mesh, write_mesh, write_orbit_video
 from sds3d.export.mesh import auto_threshold, density_grid, world_to_file
+from sds3d.eval import mesh_occupancy
 from sds3d.export.texture import rasterize_uv, xatlas_available
 
 torch.set_num_threads(1)
@@ -47,16 +48,71 @@ def radius_stats(mesh, centre=(0.0, 0.0, 0.0)):
     return r.min(), r.max()
 
 
+@pytest.mark.parametrize("surface", ["visibility", "density"])
 @pytest.mark.parametrize("peak,width", [(50.0, 0.01), (5.0, 0.01), (2000.0, 0.002), (20.0, 0.03)])
-def test_sphere_is_watertight_with_the_right_radius(peak, width):
+def test_sphere_is_watertight_with_the_right_radius(peak, width, surface):
+    if surface == "visibility" and peak < 20:
+        pytest.skip("semi-transparent: its visibility surface lies inside (test_visibility_surface_of_a_semi_transparent_sphere)")
     res = 48
     voxel = 2.0 / (res - 1)
-    mesh = extract_mesh(SphereField(peak=peak, width=width), ExportConfig(resolution=res))
+    mesh = extract_mesh(SphereField(peak=peak, width=width), ExportConfig(resolution=res, surface=surface))
     assert mesh.is_watertight and mesh.is_winding_consistent
     r_min, r_max = radius_stats(mesh)
     assert 0.5 - voxel < r_min and r_max < 0.5 + voxel
     # Positive volume: faces point outward.
     assert 4.0 / 3.0 * math.pi * (0.5 - voxel) ** 3 < mesh.volume < 4.0 / 3.0 * math.pi * (0.5 + voxel) ** 3
+
+
+def test_visibility_surface_of_a_semi_transparent_sphere():
+    # Density 5: a ray has to travel ln(2) / 5 = 0.139 inside to become half opaque. Along the
+    # radial grid directions the surface is that deep; elsewhere the nearest of the 26 directions
+    # is at most ~25 degrees off radial, so the surface lies between 0.5 - 0.139 and 0.5 - 0.139 cos 25.
+    res = 48
+    voxel = 2.0 / (res - 1)
+    depth = math.log(2.0) / 5.0
+    mesh = extract_mesh(SphereField(peak=5.0, width=0.001), ExportConfig(resolution=res, surface="visibility"))
+    assert mesh.is_watertight
+    r_min, r_max = radius_stats(mesh)
+    assert 0.5 - depth - voxel < r_min and r_max < 0.5 - depth * math.cos(math.radians(25)) + voxel
+    assert mesh.metadata["surface"] == "visibility" and mesh.metadata["iso_level"] == pytest.approx(math.log(2.0))
+
+
+class HollowShellField(SphereField):
+    """A dense shell 0.4 < r < 0.5 with an empty inside and a pin-hole at the top (an SDS-like field)."""
+
+    def density(self, x):
+        r = x.norm(dim=-1)
+        shell = (r > 0.4) & (r < 0.5)
+        pinhole = (x[:, :2].norm(dim=-1) < 0.03) & (x[:, 2] > 0)
+        return 60.0 * (shell & ~pinhole).float()
+
+
+def test_visibility_fills_a_pin_holed_shell_that_density_leaves_hollow():
+    res = 48
+    voxel = 2.0 / (res - 1)
+    solid = extract_mesh(HollowShellField(), ExportConfig(resolution=res, surface="visibility"))
+    hollow = extract_mesh(HollowShellField(), ExportConfig(resolution=res, surface="density", min_component_fraction=0.0))
+    sphere = 4.0 / 3.0 * math.pi * 0.5**3
+    # The solid is the ball: one closed surface near r = 0.5, nothing inside.
+    assert solid.is_watertight and abs(solid.volume - sphere) < 0.1 * sphere
+    assert radius_stats(solid)[0] > 0.5 - 2 * voxel
+    # The density iso-surface also has the inner wall (r = 0.4): faces far inside the object.
+    assert radius_stats(hollow)[0] < 0.4 + voxel
+
+
+def test_visibility_keeps_an_open_concavity():
+    # A box with a deep cylindrical hole bored from the top along z: a ray along -z sees its floor.
+    class BoredBox(SphereField):
+        def density(self, x):
+            box = (x.abs() < 0.5).all(dim=-1)
+            hole = (x[:, :2].norm(dim=-1) < 0.2) & (x[:, 2] > -0.2)
+            return 80.0 * (box & ~hole).float()
+
+    res = 48
+    mesh = extract_mesh(BoredBox(), ExportConfig(resolution=res, surface="visibility"))
+    occ = mesh_occupancy(mesh, 32).reshape(32, 32, 32)  # voxel k has centre (k + 0.5) / 16 - 1
+    # In the hole (0.03, 0.03, 0.22), below its floor (0.03, 0.03, -0.34), in the wall (0.34, 0.34, 0.22).
+    assert [bool(occ[16, 16, 19]), bool(occ[16, 16, 10]), bool(occ[21, 21, 19])] == [False, True, True]
 
 
 def test_vertex_colours_are_the_albedo():
@@ -85,10 +141,12 @@ def test_floaters_are_removed():
 
 
 def test_empty_field_raises_empty_mesh_error():
-    with pytest.raises(EmptyMeshError, match="threshold"):
+    with pytest.raises(EmptyMeshError, match="surface_opacity"):
         extract_mesh(EmptyField(), ExportConfig(resolution=16))
+    with pytest.raises(EmptyMeshError, match="threshold"):
+        extract_mesh(EmptyField(), ExportConfig(resolution=16, surface="density"))
     with pytest.raises(ValueError):  # a user error: the CLI maps it to exit code 2
-        extract_mesh(SphereField(), ExportConfig(resolution=16, threshold=1e6))
+        extract_mesh(SphereField(), ExportConfig(resolution=16, surface="density", threshold=1e6))
 
 
 def test_bad_config_values_raise():
@@ -96,6 +154,11 @@ def test_bad_config_values_raise():
         ExportConfig(up_axis="x")
     with pytest.raises(ExportError, match="formats"):
         ExportConfig(formats=["stl"])
+    with pytest.raises(ExportError, match="export.surface="):
+        ExportConfig(surface="sdf")
+    # A density number only means something for the density iso-surface; say how to ask for it.
+    with pytest.raises(ExportError, match="add export.surface=density"):
+        ExportConfig(threshold=5.0)
 
 
 def test_up_axis_y_maps_world_z_to_y(tmp_path):
@@ -179,9 +242,9 @@ class SDFSphereField(SphereField):
 def test_auto_export_uses_the_fields_own_surface_level():
     res = 48
     voxel = 2.0 / (res - 1)
-    mesh = extract_mesh(SDFSphereField(), ExportConfig(resolution=res, surface_opacity=0.1))
+    mesh = extract_mesh(SDFSphereField(), ExportConfig(resolution=res, surface="density", surface_opacity=0.1))
     assert mesh.metadata["iso_level"] == pytest.approx(5.0)
     r_min, r_max = radius_stats(mesh)
     assert 0.5 - voxel < r_min and r_max < 0.5 + voxel
     # An explicit number still wins over the field's level.
-    assert extract_mesh(SDFSphereField(), ExportConfig(resolution=res, threshold=2.0)).metadata["iso_level"] == 2.0
+    assert extract_mesh(SDFSphereField(), ExportConfig(resolution=res, surface="density", threshold=2.0)).metadata["iso_level"] == 2.0

@@ -19,10 +19,10 @@ import trimesh
 from skimage.measure import marching_cubes
 
 from . import texture as texture_mod
+from .visibility import visibility_depth
 
-# Optical depth at which a ray's accumulated opacity reaches 1/2: 1 - exp(-tau) = 0.5.
-_HALF_OPACITY_DEPTH = math.log(2.0)
 
+SURFACES = ("visibility", "density")
 UP_AXES = ("y", "z")
 TEXTURE_MODES = ("auto", "uv", "vertex")
 FORMATS = ("obj", "glb", "ply")
@@ -42,13 +42,18 @@ class ExportConfig:
 
     Attributes:
         resolution: density grid samples per axis over ``[-bound, bound]``.
-        threshold: iso level on the density sigma. ``"auto"``: the field's own surface level if it
+        surface: ``"visibility"``: the surface of the solid that rays from outside see, i.e. where
+            a ray entering the grid along any of the 26 grid directions first accumulates
+            ``surface_opacity`` (``visibility.visibility_depth``; interior cavities and pin-holes
+            of a hollow SDS density shell are filled, open concavities kept); ``"density"``: an
+            iso level of sigma itself (``threshold``), which leaves those cavities as internal faces.
+        threshold: with ``surface="density"``, the iso level on the density sigma. ``"auto"``: the field's own surface level if it
             has one (``field.surface_density``: an SDF field's zero level), else the density at which rays
             entering the grid along the 6 axis directions reach 50% accumulated opacity (see
             ``auto_threshold``), so the mesh sits where the rendered surface is, whatever the
             scale of the trained density; a number is used as is.
-        surface_opacity: with ``threshold="auto"``, the accumulated opacity at which an axis ray
-            is taken to reach the surface (0.5: the median of the ray's weights; lower values sit
+        surface_opacity: the accumulated opacity at which a ray is taken to reach the surface
+            (``surface="visibility"``, or ``"density"`` with ``threshold="auto"``) (0.5: the median of the ray's weights; lower values sit
             further out, where a soft density shell starts to occlude).
         up_axis: ``"y"``: files are +y up with the object's front (world +x, azimuth 0) facing +z
             (glTF / Blender OBJ import convention); ``"z"``: files keep the world frame.
@@ -62,6 +67,7 @@ class ExportConfig:
     """
 
     resolution: int = 128
+    surface: str = "visibility"
     threshold: Any = "auto"  # str | float (OmegaConf structured configs have no unions)
     surface_opacity: float = 0.5
     up_axis: str = "y"
@@ -81,6 +87,13 @@ def check_config(cfg: ExportConfig) -> None:
         raise ExportError(f"export.resolution={cfg.resolution} is too small; use at least 8 (default 128)")
     if not 0.0 < float(cfg.surface_opacity) < 1.0:
         raise ExportError(f"export.surface_opacity={cfg.surface_opacity} must be within (0, 1), e.g. 0.5")
+    if cfg.surface not in SURFACES:
+        raise ExportError(f"export.surface={cfg.surface!r}; use one of {', '.join(SURFACES)}")
+    if cfg.surface == "visibility" and cfg.threshold != "auto":
+        raise ExportError(
+            f"export.threshold={cfg.threshold} is a density level; add export.surface=density to use it "
+            "(export.surface=visibility places the surface by export.surface_opacity)"
+        )
     if isinstance(cfg.threshold, str) and cfg.threshold != "auto":
         try:
             float(cfg.threshold)
@@ -217,16 +230,20 @@ def remove_floaters(mesh: trimesh.Trimesh, min_component_fraction: float) -> tri
 
 
 def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
-    """Marching cubes of the field's density, cleaned, with albedo vertex colours. World frame.
+    """Marching cubes of the field's surface, cleaned, with albedo vertex colours. World frame.
 
-    The grid is padded with one layer of zero density so surfaces cut by the box are closed.
+    ``cfg.surface`` picks the scalar grid: the optical depth from outside (``visibility``) or the
+    density itself (``density``). The grid is padded with one layer of zeros so surfaces cut by
+    the box are closed.
 
     Args:
         field: a field (module docstring contract).
-        cfg: export settings; ``resolution``, ``threshold``, ``min_component_fraction`` are used.
+        cfg: export settings; ``resolution``, ``surface``, ``surface_opacity``, ``threshold``,
+            ``min_component_fraction`` are used.
 
     Returns:
-        A mesh with outward faces (positive volume when closed) and RGBA uint8 vertex colours.
+        A mesh with outward faces (positive volume when closed) and RGBA uint8 vertex colours;
+        ``metadata``: ``surface`` and ``iso_level`` (an optical depth or a density).
 
     Raises:
         EmptyMeshError: no surface at the level (the message says what to try).
@@ -235,15 +252,26 @@ def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
     check_config(cfg)
     bound = float(field.bound)
     sigma, spacing = density_grid(field, int(cfg.resolution), int(cfg.chunk_size))
-    level = resolve_threshold(cfg, sigma, spacing, getattr(field, "surface_density", None))
-    hi = float(sigma.max())
-    if not (level < hi):
-        raise EmptyMeshError(
-            f"no density exceeds the iso level {level:.3g} (max density {hi:.3g}); "
-            f"pass export.threshold=<number below {hi:.3g}> or train longer"
-        )
-    padded = np.pad(sigma, 1, mode="constant", constant_values=0.0)
-    # sigma grows inwards; "ascent" makes skimage wind faces counter-clockwise seen from outside.
+    if cfg.surface == "visibility":
+        grid = visibility_depth(sigma, spacing)
+        level = -math.log(1.0 - float(cfg.surface_opacity))  # 1 - exp(-tau) = surface_opacity
+        if not (level < float(grid.max())):
+            raise EmptyMeshError(
+                f"the field is transparent: no ray from outside reaches {cfg.surface_opacity:.0%} opacity (max density "
+                f"{float(sigma.max()):.3g}); train longer, or pass export.surface_opacity=<smaller> (or export.surface=density "
+                "export.threshold=<number>)"
+            )
+    else:
+        grid = sigma
+        level = resolve_threshold(cfg, sigma, spacing, getattr(field, "surface_density", None))
+        hi = float(sigma.max())
+        if not (level < hi):
+            raise EmptyMeshError(
+                f"no density exceeds the iso level {level:.3g} (max density {hi:.3g}); "
+                f"pass export.threshold=<number below {hi:.3g}> or train longer"
+            )
+    padded = np.pad(grid, 1, mode="constant", constant_values=0.0)
+    # Both grids grow inwards; "ascent" makes skimage wind faces counter-clockwise seen from outside.
     verts, faces, _, _ = marching_cubes(padded, level=level, spacing=(spacing,) * 3, gradient_direction="ascent")
     verts = verts - (bound + spacing)  # undo the padding offset: grid sample 1 is at -bound
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=True)
@@ -251,10 +279,14 @@ def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
     mesh.remove_unreferenced_vertices()
     mesh = remove_floaters(mesh, float(cfg.min_component_fraction))
     if len(mesh.faces) == 0:
-        raise EmptyMeshError(f"marching cubes at level {level:.3g} found no surface; pass a different export.threshold")
+        raise EmptyMeshError(
+            f"marching cubes at level {level:.3g} found no surface; pass a smaller export.surface_opacity "
+            "(or export.surface=density with export.threshold=<number>)"
+        )
     if mesh.is_watertight and mesh.is_winding_consistent and mesh.volume < 0:
         mesh.invert()
     mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=albedo_colours(field, mesh.vertices, cfg.chunk_size))
+    mesh.metadata["surface"] = cfg.surface
     mesh.metadata["iso_level"] = level
     return mesh
 
@@ -345,6 +377,7 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
         "world_to_file": T.tolist(),
         "up_axis": cfg.up_axis,
         "texture": mode,
+        "surface": mesh.metadata.get("surface"),
         "iso_level": mesh.metadata.get("iso_level"),
         "resolution": int(cfg.resolution),
         "faces": int(len(mesh.faces)),
