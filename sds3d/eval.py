@@ -176,12 +176,16 @@ def _mesh_colour_at(mesh: trimesh.Trimesh, points: np.ndarray, face_index: np.nd
     return (colours[mesh.faces[face_index]] * bary[..., None]).sum(axis=1)
 
 
-def colour_error(field, mesh_world: trimesh.Trimesh, colour: str, n_points: int = 4096, seed: int = 0) -> float:
+def colour_error(
+    field, mesh_world: trimesh.Trimesh, colour: str, n_points: int = 4096, seed: int = 0, albedo: str = "rendered"
+) -> float:
     """Mean L2 distance in linear RGB between the surface albedo and the prompted colour.
 
     ``n_points`` points are sampled uniformly by area on the mesh surface (trimesh, fixed
-    ``seed``); at each, the albedo is ``field.albedo(p)`` (or, with ``field=None``, the mesh's own
-    vertex/texture colour); the error is ``mean_p ||albedo(p) - c||_2`` where ``c`` is the
+    ``seed``); at each, the albedo is the field's as the export colours the mesh
+    (``export.mesh.surface_albedo`` with mode ``albedo``: by default composited along the inward
+    normal ray, as a render shows it; ``"surface"``: ``field.albedo(p)`` at the point) or, with
+    ``field=None``, the mesh's own vertex/texture colour; the error is ``mean_p ||albedo(p) - c||_2`` where ``c`` is the
     colour's linear RGB in ``toyworld.json``. Range [0, sqrt(3)]; 0 is a perfect match. For scale:
     the nearest two world colours (red and yellow) are 0.75 apart.
 
@@ -194,13 +198,13 @@ def colour_error(field, mesh_world: trimesh.Trimesh, colour: str, n_points: int 
         raise EvalError("the mesh is empty; export the run again (sds3d export RUN_DIR)")
     points, face_index = trimesh.sample.sample_surface(mesh_world, n_points, seed=seed)
     if field is None:
-        albedo = _mesh_colour_at(mesh_world, points, face_index)
+        rgb = _mesh_colour_at(mesh_world, points, face_index)
     else:
-        from .export.mesh import _field_device, query_field
+        from .export.mesh import surface_albedo
 
-        albedo = query_field(field.albedo, points, _field_device(field)).astype(np.float64)
+        rgb = surface_albedo(field, points, mesh_world.face_normals[face_index], albedo).astype(np.float64)
     target = world.colour_rgb(colour).numpy().astype(np.float64)
-    return float(np.linalg.norm(albedo - target, axis=-1).mean())
+    return float(np.linalg.norm(rgb - target, axis=-1).mean())
 
 
 def recognition(images: Tensor, expected: tuple[str, str]) -> tuple[float, list[tuple[str, str]]]:

@@ -11,7 +11,8 @@ import torch
 import trimesh
 
 from sds3d.export import EmptyMeshError, ExportConfig, ExportError, extract_mesh, write_mesh, write_orbit_video
-from sds3d.export.mesh import auto_threshold, density_grid, world_to_file
+from sds3d.export.colour import rendered_albedo
+from sds3d.export.mesh import auto_threshold, density_grid, surface_albedo, world_to_file
 from sds3d.eval import mesh_occupancy
 from sds3d.export.texture import rasterize_uv, xatlas_available
 
@@ -117,11 +118,45 @@ def test_visibility_keeps_an_open_concavity():
 
 def test_vertex_colours_are_the_albedo():
     field = SphereField()
-    mesh = extract_mesh(field, ExportConfig(resolution=32))
+    mesh = extract_mesh(field, ExportConfig(resolution=32, albedo="surface"))
     expected = field.albedo(torch.as_tensor(mesh.vertices, dtype=torch.float32)).numpy()
     got = mesh.visual.vertex_colors[:, :3] / 255.0
     assert np.abs(got - expected).max() <= 0.5 / 255.0 + 1e-6
     assert got.std(axis=0).min() > 0.05  # really varies over the surface
+
+
+class FringedSphere(SphereField):
+    """Density 2 in a fringe 0.45 < r < 0.5 (albedo blue), 100 inside r < 0.45 (albedo red)."""
+
+    def density(self, x):
+        r = x.norm(dim=-1)
+        return torch.where(r < 0.45, 100.0, torch.where(r < 0.5, 2.0, 0.0))
+
+    def albedo(self, x):
+        inner = (x.norm(dim=-1) < 0.45).float()[:, None]
+        return inner * torch.tensor([1.0, 0.0, 0.0]) + (1.0 - inner) * torch.tensor([0.0, 0.0, 1.0])
+
+
+def test_rendered_albedo_composites_like_a_render():
+    # A ray entering at r = 0.55 along -n: the fringe absorbs 1 - exp(-2 * 0.05) = 0.095 of it, the
+    # opaque core the rest, so the render shows 0.095 blue + 0.905 red; the point itself is blue.
+    rng = np.random.default_rng(0)
+    n = rng.normal(size=(64, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    points = 0.5 * n
+    fringe = 1.0 - math.exp(-2.0 * 0.05)
+    got = rendered_albedo(FringedSphere(), points, n, span_out=0.05, span_in=0.2, n_samples=64)
+    np.testing.assert_allclose(got, np.tile([1.0 - fringe, 0.0, fringe], (64, 1)), atol=0.01)
+    at_point = surface_albedo(FringedSphere(), points * 0.999, n, "surface")
+    np.testing.assert_allclose(at_point, np.tile([0.0, 0.0, 1.0], (64, 1)))
+
+
+def test_export_colours_the_mesh_as_rendered_by_default():
+    field = FringedSphere()
+    rendered = extract_mesh(field, ExportConfig(resolution=32, surface="density", threshold=1.0))
+    surface = extract_mesh(field, ExportConfig(resolution=32, surface="density", threshold=1.0, albedo="surface"))
+    red = lambda m: (m.visual.vertex_colors[:, 0] / 255.0).mean()  # noqa: E731
+    assert red(rendered) > 0.85 and red(surface) < 0.15
 
 
 def test_auto_threshold_of_a_step_density_sits_between_empty_and_full():
@@ -156,6 +191,8 @@ def test_bad_config_values_raise():
         ExportConfig(formats=["stl"])
     with pytest.raises(ExportError, match="export.surface="):
         ExportConfig(surface="sdf")
+    with pytest.raises(ExportError, match="export.albedo="):
+        ExportConfig(albedo="mean")
     # A density number only means something for the density iso-surface; say how to ask for it.
     with pytest.raises(ExportError, match="add export.surface=density"):
         ExportConfig(threshold=5.0)

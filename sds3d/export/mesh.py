@@ -19,10 +19,13 @@ import trimesh
 from skimage.measure import marching_cubes
 
 from . import texture as texture_mod
+from .colour import rendered_albedo
+from .query import field_device, query_field
 from .visibility import visibility_depth
 
 
 SURFACES = ("visibility", "density")
+ALBEDOS = ("rendered", "surface")
 UP_AXES = ("y", "z")
 TEXTURE_MODES = ("auto", "uv", "vertex")
 FORMATS = ("obj", "glb", "ply")
@@ -59,6 +62,10 @@ class ExportConfig:
             (glTF / Blender OBJ import convention); ``"z"``: files keep the world frame.
         min_component_fraction: connected components with fewer than this fraction of all faces
             are floaters and are dropped (0 keeps everything).
+        albedo: colour of a surface point (vertex or texel): ``"rendered"``, the albedo composited
+            along the inward normal ray through it as a render does (``colour.rendered_albedo``);
+            ``"surface"``, the field's albedo exactly at the point (in a soft shell's barely
+            trained outer fringe when ``surface_opacity`` is low).
         texture: ``"auto"``: xatlas UV atlas + baked albedo PNG if ``xatlas`` imports, else vertex
             colours; ``"uv"``: require the atlas; ``"vertex"``: vertex colours only.
         texture_size: albedo texture width = height in pixels.
@@ -71,6 +78,7 @@ class ExportConfig:
     threshold: Any = "auto"  # str | float (OmegaConf structured configs have no unions)
     surface_opacity: float = 0.5
     up_axis: str = "y"
+    albedo: str = "rendered"
     min_component_fraction: float = 0.05
     texture: str = "auto"
     texture_size: int = 512
@@ -99,6 +107,8 @@ def check_config(cfg: ExportConfig) -> None:
             float(cfg.threshold)
         except ValueError:
             raise ExportError(f"export.threshold={cfg.threshold!r}; use 'auto' or a density value such as 10") from None
+    if cfg.albedo not in ALBEDOS:
+        raise ExportError(f"export.albedo={cfg.albedo!r}; use one of {', '.join(ALBEDOS)}")
     if cfg.up_axis not in UP_AXES:
         raise ExportError(f"export.up_axis={cfg.up_axis!r}; use one of {', '.join(UP_AXES)}")
     if cfg.texture not in TEXTURE_MODES:
@@ -112,30 +122,6 @@ def check_config(cfg: ExportConfig) -> None:
         raise ExportError(f"export.texture_size={cfg.texture_size}; use at least 16 (default 512)")
 
 
-def _field_device(field) -> torch.device:
-    if isinstance(field, torch.nn.Module):
-        p = next(field.parameters(), None)
-        if p is not None:
-            return p.device
-    return torch.device("cpu")
-
-
-@torch.no_grad()
-def query_field(fn, points: np.ndarray | Tensor, device: torch.device, chunk_size: int = 65536) -> np.ndarray:
-    """Evaluate a field function on points in chunks without gradients.
-
-    Args:
-        fn: ``field.density`` or ``field.albedo``.
-        points: world points. Shape: (N, 3).
-
-    Returns:
-        float32 array of shape (N,) or (N, C).
-    """
-    pts = torch.as_tensor(np.asarray(points), dtype=torch.float32)
-    out = [fn(pts[i : i + chunk_size].to(device)).float().cpu() for i in range(0, len(pts), chunk_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0,), np.float32)
-
-
 def density_grid(field, resolution: int, chunk_size: int = 65536) -> tuple[np.ndarray, float]:
     """Density sampled at the vertices of a regular grid over ``[-bound, bound]^3``.
 
@@ -145,7 +131,7 @@ def density_grid(field, resolution: int, chunk_size: int = 65536) -> tuple[np.nd
     bound = float(field.bound)
     c = np.linspace(-bound, bound, resolution, dtype=np.float32)
     xyz = np.stack(np.meshgrid(c, c, c, indexing="ij"), axis=-1).reshape(-1, 3)
-    sigma = query_field(field.density, xyz, _field_device(field), chunk_size).reshape(resolution, resolution, resolution)
+    sigma = query_field(field.density, xyz, field_device(field), chunk_size).reshape(resolution, resolution, resolution)
     return np.nan_to_num(sigma, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0.0), 2.0 * bound / (resolution - 1)
 
 
@@ -285,18 +271,27 @@ def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
         )
     if mesh.is_watertight and mesh.is_winding_consistent and mesh.volume < 0:
         mesh.invert()
-    mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=albedo_colours(field, mesh.vertices, cfg.chunk_size))
+    rgb = surface_albedo(field, mesh.vertices, mesh.vertex_normals, cfg.albedo, cfg.chunk_size)
+    mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=to_rgba8(rgb))
     mesh.metadata["surface"] = cfg.surface
     mesh.metadata["iso_level"] = level
     return mesh
 
 
-def albedo_colours(field, points: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
-    """RGBA uint8 colours of the field's albedo at points. Shape: (N, 4)."""
-    rgb = np.clip(query_field(field.albedo, points, _field_device(field), chunk_size), 0.0, 1.0)
+def surface_albedo(field, points: np.ndarray, normals: np.ndarray, mode: str = "rendered", chunk_size: int = 65536) -> np.ndarray:
+    """Albedo of surface points as ``ExportConfig.albedo`` defines it. points, normals: (N, 3). Returns (N, 3) in [0, 1]."""
+    if mode not in ALBEDOS:
+        raise ExportError(f"export.albedo={mode!r}; use one of {', '.join(ALBEDOS)}")
+    if mode == "rendered":
+        return rendered_albedo(field, points, normals, chunk_size=chunk_size)
+    return np.clip(query_field(field.albedo, points, field_device(field), chunk_size), 0.0, 1.0)
+
+
+def to_rgba8(rgb: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] (N, 3) -> opaque RGBA uint8 (N, 4)."""
     # Albedo is written as is (no sRGB encoding) so the mesh looks like the training renders.
-    rgba = np.concatenate([np.round(rgb * 255.0), np.full((len(rgb), 1), 255.0)], axis=1)
-    return rgba.astype(np.uint8)
+    rgb = np.clip(rgb, 0.0, 1.0)
+    return np.concatenate([np.round(rgb * 255.0), np.full((len(rgb), 1), 255.0)], axis=1).astype(np.uint8)
 
 
 def world_to_file(up_axis: str) -> np.ndarray:
@@ -344,8 +339,7 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
             raise ExportError("export.texture=uv needs xatlas: pip install 'sds3d[uv]' (or use export.texture=vertex)")
         if field is None:
             raise ExportError("export.texture=uv bakes the field's albedo; pass the field (or use export.texture=vertex)")
-        device = _field_device(field)
-        bake = lambda p: query_field(field.albedo, p, device, cfg.chunk_size)  # noqa: E731
+        bake = lambda p, n: surface_albedo(field, p, n, cfg.albedo, cfg.chunk_size)  # noqa: E731
         out_mesh = texture_mod.textured_mesh(mesh, bake, int(cfg.texture_size))
     else:
         out_mesh = mesh.copy()

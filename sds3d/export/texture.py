@@ -83,12 +83,16 @@ def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndar
     return row[first], col[first], face[first], bary[first].clip(0.0, 1.0)
 
 
-def bake_albedo(field_albedo, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int) -> Image.Image:
+def bake_albedo(
+    field_albedo, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, normals: np.ndarray | None = None
+) -> Image.Image:
     """Bake an albedo function into a texture over a UV atlas.
 
     Args:
-        field_albedo: callable mapping world points (N, 3) array to RGB in [0, 1] (N, 3) array.
+        field_albedo: callable mapping world points (N, 3) and their outward normals (N, 3) to
+            RGB in [0, 1] (N, 3) (``mesh.surface_albedo``).
         vertices: (V, 3) world positions of the atlas vertices. faces: (F, 3). uvs: (V, 2).
+        normals: (V, 3) vertex normals, interpolated to the texels; default the face normals.
         size: texture width = height.
 
     Returns:
@@ -97,8 +101,13 @@ def bake_albedo(field_albedo, vertices: np.ndarray, faces: np.ndarray, uvs: np.n
     """
     rows, cols, face, bary = rasterize_uv(uvs, faces, size)
     points = (vertices[faces[face]] * bary[..., None]).sum(axis=1)
+    if normals is None:
+        tri = vertices[faces]
+        texel_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])[face]
+    else:
+        texel_normals = (normals[faces[face]] * bary[..., None]).sum(axis=1)
     tex = np.zeros((size, size, 3), np.float32)
-    tex[rows, cols] = np.clip(field_albedo(points), 0.0, 1.0)
+    tex[rows, cols] = np.clip(field_albedo(points, texel_normals), 0.0, 1.0)
     covered = np.zeros((size, size), bool)
     covered[rows, cols] = True
     if covered.any() and not covered.all():
@@ -112,7 +121,8 @@ def textured_mesh(mesh: trimesh.Trimesh, field_albedo, size: int) -> trimesh.Tri
     """A copy of ``mesh`` with a UV atlas and a baked albedo texture (material ``albedo``)."""
     vmapping, faces, uvs = unwrap_uv(mesh.vertices, mesh.faces, size)
     vertices = np.asarray(mesh.vertices)[vmapping]
-    image = bake_albedo(field_albedo, vertices, faces, uvs, size)
+    normals = np.asarray(mesh.vertex_normals)[vmapping]
+    image = bake_albedo(field_albedo, vertices, faces, uvs, size, normals)
     material = trimesh.visual.material.SimpleMaterial(
         image=image, diffuse=[255, 255, 255, 255], ambient=[255, 255, 255, 255], specular=[0, 0, 0, 255], name="albedo"
     )
