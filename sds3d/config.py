@@ -207,6 +207,14 @@ def check_config(cfg: RunConfig) -> None:
         fail("camera.distance must be positive and camera.fov_y_deg within (0, 180)")
     if c.batch_size <= 0:
         fail(f"camera.batch_size={c.batch_size} must be positive")
+    if (c.late_start_step is None) != (c.late_elevation_deg is None):
+        fail("camera.late_start_step and camera.late_elevation_deg go together: set both (e.g. 450 and [-10, 15]) or neither")
+    if c.late_elevation_deg is not None:
+        lo, hi = c.late_elevation_deg
+        if lo > hi:
+            fail(f"camera.late_elevation_deg=[{lo}, {hi}]: the first value must not exceed the second")
+        if c.late_start_step < 0:
+            fail(f"camera.late_start_step={c.late_start_step} must be a step >= 0")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
         fail(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N")
     if cfg.name and not _NAME.fullmatch(cfg.name):

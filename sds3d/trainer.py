@@ -189,7 +189,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
                 field.update_step(step, t.max_steps)
 
                 # Camera -> render (random shading mode per step, DreamFusion Sec. 3.1).
-                cams = sample_cameras(cfg.camera, generator=generator).to(device)
+                cams = sample_cameras(cfg.camera, generator=generator, step=step).to(device)
                 shading = sample_shading(cfg.render, generator)
                 need_normals = shading != "albedo" or t.lambda_orient > 0
                 if packed is not None:  # [brief E] nerfacc on CUDA

@@ -34,6 +34,9 @@ def test_resolved_config_round_trips(tmp_path):
         ("name=../../etc", "name='../../etc' may hold only"),
         ("trainer.lr_schedule=linear", "trainer.lr_schedule='linear' is unknown; use one of constant, cosine, exponential"),
         ("trainer.lr_end_factor=0", "trainer.lr_end_factor=0.0 must be in (0, 1]"),
+        ("camera.late_elevation_deg=null", "camera.late_start_step and camera.late_elevation_deg go together"),
+        ("camera.late_elevation_deg=[20,10]", "camera.late_elevation_deg=[20.0, 10.0]: the first value must not exceed"),
+        ("camera.late_start_step=-1", "camera.late_start_step=-1 must be a step >= 0"),
     ],
 )
 def test_bad_values_are_one_line_errors(override, message):

@@ -24,10 +24,10 @@ def _field_state(run_dir):
 
 
 SCHEDULED = ("trainer.lr_schedule=cosine", "field.density_activation=volsdf", "field.density_bias=sphere_sdf",
-             "field.sdf_beta=0.1", "field.sdf_beta_end=0.02")
+             "field.sdf_beta=0.1", "field.sdf_beta_end=0.02", "camera.late_start_step=3", "camera.late_elevation_deg=[-10,0]")
 
 
-@pytest.mark.parametrize("extra", [(), SCHEDULED], ids=["default", "lr-and-beta-schedules"])
+@pytest.mark.parametrize("extra", [(), SCHEDULED], ids=["default", "lr-beta-and-camera-schedules"])
 def test_resume_continues_bit_for_bit(tmp_path, tiny_pixel_prior, extra):
     straight = _cfg(tmp_path, tiny_pixel_prior, "name=straight", *extra)
     train(straight, prepare_run_dir(straight), finish=False)
@@ -121,3 +121,23 @@ def test_learning_rate_follows_the_schedule(tmp_path, tiny_pixel_prior):
     # The record of step k (1-based) was written after the update made with the factor of step k - 1.
     assert [r["lr"] for r in logged] == pytest.approx([cfg.trainer.lr * lr_factor(r["step"] - 1, 6, "cosine", 0.2) for r in logged])
     assert logged[0]["lr"] == pytest.approx(cfg.trainer.lr) and logged[-1]["lr"] < 0.3 * cfg.trainer.lr
+
+
+def test_late_camera_phase_draws_from_its_elevation_range(tmp_path, tiny_pixel_prior, monkeypatch):
+    import sds3d.trainer as trainer_mod
+
+    seen = []
+    original = trainer_mod.sample_cameras
+
+    def recording(*args, **kwargs):
+        cams = original(*args, **kwargs)
+        seen.append((kwargs.get("step"), cams.elevation_deg.tolist()))
+        return cams
+
+    monkeypatch.setattr(trainer_mod, "sample_cameras", recording)
+    cfg = _cfg(tmp_path, tiny_pixel_prior, "trainer.max_steps=40", "camera.elevation_deg=[30,60]",
+               "camera.late_start_step=20", "camera.late_elevation_deg=[-10,0]")
+    train(cfg, prepare_run_dir(cfg), finish=False)
+    assert [s for s, _ in seen] == list(range(40))
+    assert all(30 <= e <= 60 for s, els in seen if s < 20 for e in els)
+    assert all(-10 <= e <= 0 for s, els in seen if s >= 20 for e in els)
