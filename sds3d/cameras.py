@@ -9,8 +9,7 @@ pixel (row 0, col 0) is the top-left corner and rays pass through pixel centres.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor

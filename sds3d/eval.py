@@ -185,9 +185,9 @@ def colour_error(
     ``seed``); at each, the albedo is the field's as the export colours the mesh
     (``export.mesh.surface_albedo`` with mode ``albedo``: by default composited along the inward
     normal ray, as a render shows it; ``"surface"``: ``field.albedo(p)`` at the point) or, with
-    ``field=None``, the mesh's own vertex/texture colour; the error is ``mean_p ||albedo(p) - c||_2`` where ``c`` is the
-    colour's linear RGB in ``toyworld.json``. Range [0, sqrt(3)]; 0 is a perfect match. For scale:
-    the nearest two world colours (red and yellow) are 0.75 apart.
+    ``field=None``, the mesh's own vertex/texture colour; the error is ``mean_p ||albedo(p) - c||_2``
+    where ``c`` is the colour's linear RGB in ``toyworld.json``. Range [0, sqrt(3)]; 0 is a perfect
+    match. For scale: the nearest two world colours (red and yellow) are 0.75 apart.
 
     Returns:
         The mean error.

@@ -61,6 +61,7 @@ def rendered_albedo(
     weights, _, _ = nerfacc.render_weight_from_density(ts, te, sigma.clamp(min=0.0))
     total = weights.sum(-1, keepdim=True)
     composited = (weights[..., None] * albedo).sum(1) / total.clamp(min=1e-8)
-    at_point = torch.from_numpy(query_field(field.albedo, points, device, chunk_size))
-    out = torch.where(total > 1e-4, composited, at_point)
-    return out.clamp(0.0, 1.0).numpy()
+    empty = (total[:, 0] <= 1e-4).numpy()
+    if empty.any():  # rays that collect (almost) no weight: the albedo at the point itself
+        composited[empty] = torch.from_numpy(query_field(field.albedo, points[empty], device, chunk_size))
+    return composited.clamp(0.0, 1.0).numpy()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import trimesh
 from skimage.measure import marching_cubes
 
@@ -50,14 +49,15 @@ class ExportConfig:
             ``surface_opacity`` (``visibility.visibility_depth``; interior cavities and pin-holes
             of a hollow SDS density shell are filled, open concavities kept); ``"density"``: an
             iso level of sigma itself (``threshold``), which leaves those cavities as internal faces.
-        threshold: with ``surface="density"``, the iso level on the density sigma. ``"auto"``: the field's own surface level if it
-            has one (``field.surface_density``: an SDF field's zero level), else the density at which rays
-            entering the grid along the 6 axis directions reach 50% accumulated opacity (see
-            ``auto_threshold``), so the mesh sits where the rendered surface is, whatever the
-            scale of the trained density; a number is used as is.
+        threshold: with ``surface="density"``, the iso level on the density sigma. ``"auto"``: the
+            field's own surface level if it has one (``field.surface_density``: an SDF field's zero
+            level), else the density at which rays entering the grid along the 6 axis directions
+            reach ``surface_opacity`` (see ``auto_threshold``), so the mesh sits where the rendered
+            surface is, whatever the scale of the trained density; a number is used as is.
         surface_opacity: the accumulated opacity at which a ray is taken to reach the surface
-            (``surface="visibility"``, or ``"density"`` with ``threshold="auto"``) (0.5: the median of the ray's weights; lower values sit
-            further out, where a soft density shell starts to occlude).
+            (``surface="visibility"``, or ``"density"`` with ``threshold="auto"``); 0.5 is the
+            median of the ray's weights, lower values sit further out, where a soft density shell
+            starts to occlude.
         up_axis: ``"y"``: files are +y up with the object's front (world +x, azimuth 0) facing +z
             (glTF / Blender OBJ import convention); ``"z"``: files keep the world frame.
         min_component_fraction: connected components with fewer than this fraction of all faces

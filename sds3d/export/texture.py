@@ -84,7 +84,7 @@ def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndar
 
 
 def bake_albedo(
-    field_albedo, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, normals: np.ndarray | None = None
+    field_albedo, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, normals: np.ndarray
 ) -> Image.Image:
     """Bake an albedo function into a texture over a UV atlas.
 
@@ -92,7 +92,7 @@ def bake_albedo(
         field_albedo: callable mapping world points (N, 3) and their outward normals (N, 3) to
             RGB in [0, 1] (N, 3) (``mesh.surface_albedo``).
         vertices: (V, 3) world positions of the atlas vertices. faces: (F, 3). uvs: (V, 2).
-        normals: (V, 3) vertex normals, interpolated to the texels; default the face normals.
+        normals: (V, 3) outward vertex normals, interpolated to the texels.
         size: texture width = height.
 
     Returns:
@@ -101,11 +101,7 @@ def bake_albedo(
     """
     rows, cols, face, bary = rasterize_uv(uvs, faces, size)
     points = (vertices[faces[face]] * bary[..., None]).sum(axis=1)
-    if normals is None:
-        tri = vertices[faces]
-        texel_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])[face]
-    else:
-        texel_normals = (normals[faces[face]] * bary[..., None]).sum(axis=1)
+    texel_normals = (normals[faces[face]] * bary[..., None]).sum(axis=1)
     tex = np.zeros((size, size, 3), np.float32)
     tex[rows, cols] = np.clip(field_albedo(points, texel_normals), 0.0, 1.0)
     covered = np.zeros((size, size), bool)
