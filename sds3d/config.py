@@ -208,7 +208,7 @@ def check_config(cfg: RunConfig) -> None:
     if c.batch_size <= 0:
         fail(f"camera.batch_size={c.batch_size} must be positive")
     if (c.late_start_step is None) != (c.late_elevation_deg is None):
-        fail("camera.late_start_step and camera.late_elevation_deg go together: set both (e.g. 450 and [-10, 15]) or neither")
+        fail("camera.late_start_step and camera.late_elevation_deg go together: set both (e.g. 450 and [-10, 5]) or neither")
     if c.late_elevation_deg is not None:
         lo, hi = c.late_elevation_deg
         if lo > hi:
