@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How hard does the prior pull a run's renders back towards the ground truth?
 
-    python scripts/restoring_force.py outputs/gs2/a-red-cone__seed-0__guidance.scale-3 [--prior toy]
+    python scripts/restoring_force.py outputs/gs2/a-red-cone__seed-0__guidance.scale-3 [--prior toy] [--elevation -10 -8]
 
 SDS moves a render x towards the denoiser's estimate x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar):
 eps_hat - eps = sqrt(abar / (1 - abar)) (x - x0_hat), so the SDS gradient (DreamFusion Eq. 3) is
@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--prior", default=None, help="prior to ask (default: the run's guidance.pretrained)")
     ap.add_argument("--views", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--elevation", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                    help="draw the views' elevations from [LO, HI] degrees (default: the toy world's lowest to 45)")
     args = ap.parse_args()
 
     from sds3d.cameras import make_cameras, view_labels
@@ -69,7 +71,8 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     B = args.views
     lo, hi = world.camera_config().elevation_deg
-    elevation = torch.rand(B, generator=g) * (min(hi, 45.0) - lo) + lo  # the views a view word leaves ambiguous
+    lo, hi = (lo, min(hi, 45.0)) if args.elevation is None else args.elevation  # default: views a view word leaves ambiguous
+    elevation = torch.rand(B, generator=g) * (hi - lo) + lo
     azimuth = torch.rand(B, generator=g) * 360.0
     cams = make_cameras(azimuth, elevation, world.CAMERA_DISTANCE, world.FOV_Y_DEG)
     # The truth turned by +yaw about +z, seen from a camera at azimuth a == the truth seen from a - yaw.
