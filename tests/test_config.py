@@ -37,6 +37,8 @@ def test_resolved_config_round_trips(tmp_path):
         ("camera.late_elevation_deg=null", "camera.late_start_step and camera.late_elevation_deg go together"),
         ("camera.late_elevation_deg=[20,10]", "camera.late_elevation_deg=[20.0, 10.0]: the first value must not exceed"),
         ("camera.late_start_step=-1", "camera.late_start_step=-1 must be a step >= 0"),
+        ("field.encoding.n_levels=0", "field.encoding.n_levels=0 must be at least 1"),
+        ("field.encoding.max_resolution=0", "field.encoding.max_resolution=0 is below field.encoding.base_resolution=8"),
     ],
 )
 def test_bad_values_are_one_line_errors(override, message):

@@ -96,6 +96,18 @@ class HashGridConfig:
     backend: str = "auto"  # auto | torch | cuda_ext | tcnn
 
 
+def check_encoding_config(cfg: HashGridConfig, prefix: str = "field.encoding") -> None:
+    """Raise EncodingConfigError naming the first invalid size in ``cfg`` (the backend is checked by ``select_backend``)."""
+    for key in ("n_levels", "n_features_per_level", "log2_hashmap_size", "base_resolution"):
+        if getattr(cfg, key) < 1:
+            raise EncodingConfigError(f"{prefix}.{key}={getattr(cfg, key)} must be at least 1")
+    if cfg.max_resolution < cfg.base_resolution:
+        raise EncodingConfigError(
+            f"{prefix}.max_resolution={cfg.max_resolution} is below {prefix}.base_resolution={cfg.base_resolution}; "
+            "the finest level must not be coarser than the first (e.g. 16 and 2048)"
+        )
+
+
 def level_resolutions(cfg: HashGridConfig) -> list[int]:
     """Cells per axis of each level: base * b^l with b = exp((ln max - ln base) / (L - 1)) (Eq. 3)."""
     if cfg.n_levels == 1:

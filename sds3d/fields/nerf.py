@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .encoding import HashGridConfig, HashGridEncoding
+from .encoding import HashGridConfig, HashGridEncoding, check_encoding_config
 
 DENSITY_ACTIVATIONS = ("softplus", "exp", "volsdf")
 DENSITY_BIASES = ("none", "blob_dreamfusion", "blob_magic3d", "sphere_sdf")
@@ -87,6 +87,7 @@ def check_field_config(cfg: FieldConfig) -> None:
         raise FieldConfigError(f"field.density_blob_std={cfg.density_blob_std} must be positive (e.g. 0.5)")
     if cfg.finite_difference_eps <= 0:
         raise FieldConfigError(f"field.finite_difference_eps={cfg.finite_difference_eps} must be positive (e.g. 1e-2)")
+    check_encoding_config(cfg.encoding)
 
 
 class _TruncExp(torch.autograd.Function):
