@@ -344,7 +344,7 @@ def evaluate_run(
         field: the trained field, if the caller has it loaded.
         background: the run's background; unused: recognition renders on the toy world's white,
             which the judge expects (accepted so callers can pass the scene as loaded).
-        cfg: the run's ``RunConfig`` (prompt, ``export.up_axis``, ``render``), else read from config.yaml.
+        cfg: the run's ``RunConfig`` (prompt, ``export.up_axis``, ``export.albedo``, ``render``), else read from config.yaml.
         load_field: loader used when ``field`` is None.
         render_views: ``field -> (8, 3, 32, 32)`` views for the judge; default ``default_render_views``
             with the run's render config.
@@ -352,8 +352,8 @@ def evaluate_run(
         yaw_step_deg: IoU yaw search step.
 
     Returns:
-        {"prompt", "colour", "shape", "mesh_iou", "yaw_deg", "colour_error", "colour_source",
-        "recognition", "recognition_labels", "skipped"}.
+        {"prompt", "colour", "shape", "mesh_iou", "yaw_deg", "iou_resolution", "colour_error",
+        "colour_source", "recognition", "recognition_labels", "skipped"}.
     """
     from omegaconf import OmegaConf
 
@@ -361,7 +361,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     if cfg is not None:
         prompt = str(cfg.prompt)
-        config = {"export": {"up_axis": str(cfg.export.up_axis)}}
+        config = {"export": {"up_axis": str(cfg.export.up_axis), "albedo": str(cfg.export.albedo)}}
     else:
         cfg_path = run_dir / "config.yaml"
         if not cfg_path.exists():
@@ -382,7 +382,8 @@ def evaluate_run(
     iou, yaw = mesh_iou_yaw(mesh, shape, resolution, yaw_step_deg)
     metrics: dict = {"prompt": prompt, "colour": colour, "shape": shape, "mesh_iou": iou, "yaw_deg": yaw,
                      "iou_resolution": int(resolution)}
-    metrics["colour_error"] = colour_error(field, mesh, colour)
+    # The field's colours as this run's export read them (export.albedo; runs from before the key: "rendered").
+    metrics["colour_error"] = colour_error(field, mesh, colour, albedo=(config.get("export") or {}).get("albedo", "rendered"))
     metrics["colour_source"] = "field" if field is not None else "mesh"
     metrics["recognition"], metrics["recognition_labels"] = None, None
     if field is None:
