@@ -40,3 +40,25 @@ def build_tiny_pixel_prior(folder: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_pixel_prior(tmp_path_factory) -> Path:
     return build_tiny_pixel_prior(tmp_path_factory.mktemp("priors") / "tiny-pixel")
+
+
+class FringedSphere:
+    """Stub field: density 2 in a fringe 0.45 < r < 0.5 (albedo blue), 100 inside r < 0.45 (albedo red).
+
+    A render shows the core (red, with ~0.095 of fringe blue); the albedo at a 10%-opacity surface is blue.
+    """
+
+    bound = 1.0
+
+    def density(self, x):
+        r = x.norm(dim=-1)
+        return torch.where(r < 0.45, 100.0, torch.where(r < 0.5, 2.0, 0.0))
+
+    def albedo(self, x):
+        inner = (x.norm(dim=-1) < 0.45).float()[:, None]
+        return inner * torch.tensor([1.0, 0.0, 0.0]) + (1.0 - inner) * torch.tensor([0.0, 0.0, 1.0])
+
+
+@pytest.fixture
+def fringed_sphere() -> FringedSphere:
+    return FringedSphere()

@@ -147,24 +147,10 @@ def test_mesh_frame_falls_back_to_the_config_up_axis(tmp_path):
     assert evaluate_run(tmp_path, load_field=None, resolution=48, yaw_step_deg=30.0)["mesh_iou"] < 0.6
 
 
-class _FringedSphere:
-    """Density 2 in a fringe 0.45 < r < 0.5 (albedo blue), 100 inside (albedo red): a render shows red."""
-
-    bound = 1.0
-
-    def density(self, x):
-        r = x.norm(dim=-1)
-        return torch.where(r < 0.45, 100.0, torch.where(r < 0.5, 2.0, 0.0))
-
-    def albedo(self, x):
-        inner = (x.norm(dim=-1) < 0.45).float()[:, None]
-        return inner * torch.tensor([1.0, 0.0, 0.0]) + (1.0 - inner) * torch.tensor([0.0, 0.0, 1.0])
-
-
 @pytest.mark.parametrize("mode", ["rendered", "surface"])
-def test_evaluate_run_reads_colours_as_the_run_exported_them(tmp_path, monkeypatch, mode):
+def test_evaluate_run_reads_colours_as_the_run_exported_them(tmp_path, monkeypatch, fringed_sphere, mode):
     (tmp_path / "config.yaml").write_text(f"prompt: a red sphere\nexport:\n  albedo: {mode}\n")
-    field = _FringedSphere()
+    field = fringed_sphere
     cfg = ExportConfig(resolution=32, surface="density", threshold=1.0, albedo=mode, texture="vertex")
     write_mesh(extract_mesh(field, cfg), field, tmp_path / "mesh", cfg)
     monkeypatch.setattr(judge_module, "judge", lambda images: [("red", "sphere")] * len(images))

@@ -125,19 +125,7 @@ def test_vertex_colours_are_the_albedo():
     assert got.std(axis=0).min() > 0.05  # really varies over the surface
 
 
-class FringedSphere(SphereField):
-    """Density 2 in a fringe 0.45 < r < 0.5 (albedo blue), 100 inside r < 0.45 (albedo red)."""
-
-    def density(self, x):
-        r = x.norm(dim=-1)
-        return torch.where(r < 0.45, 100.0, torch.where(r < 0.5, 2.0, 0.0))
-
-    def albedo(self, x):
-        inner = (x.norm(dim=-1) < 0.45).float()[:, None]
-        return inner * torch.tensor([1.0, 0.0, 0.0]) + (1.0 - inner) * torch.tensor([0.0, 0.0, 1.0])
-
-
-def test_rendered_albedo_composites_like_a_render():
+def test_rendered_albedo_composites_like_a_render(fringed_sphere):
     # A ray entering at r = 0.55 along -n: the fringe absorbs 1 - exp(-2 * 0.05) = 0.095 of it, the
     # opaque core the rest, so the render shows 0.095 blue + 0.905 red; the point itself is blue.
     rng = np.random.default_rng(0)
@@ -145,14 +133,14 @@ def test_rendered_albedo_composites_like_a_render():
     n /= np.linalg.norm(n, axis=1, keepdims=True)
     points = 0.5 * n
     fringe = 1.0 - math.exp(-2.0 * 0.05)
-    got = rendered_albedo(FringedSphere(), points, n, span_out=0.05, span_in=0.2, n_samples=64)
+    got = rendered_albedo(fringed_sphere, points, n, span_out=0.05, span_in=0.2, n_samples=64)
     np.testing.assert_allclose(got, np.tile([1.0 - fringe, 0.0, fringe], (64, 1)), atol=0.01)
-    at_point = surface_albedo(FringedSphere(), points * 0.999, n, "surface")
+    at_point = surface_albedo(fringed_sphere, points * 0.999, n, "surface")
     np.testing.assert_allclose(at_point, np.tile([0.0, 0.0, 1.0], (64, 1)))
 
 
-def test_export_colours_the_mesh_as_rendered_by_default():
-    field = FringedSphere()
+def test_export_colours_the_mesh_as_rendered_by_default(fringed_sphere):
+    field = fringed_sphere
     rendered = extract_mesh(field, ExportConfig(resolution=32, surface="density", threshold=1.0))
     surface = extract_mesh(field, ExportConfig(resolution=32, surface="density", threshold=1.0, albedo="surface"))
     red = lambda m: (m.visual.vertex_colors[:, 0] / 255.0).mean()  # noqa: E731
