@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random-weight pixel prior in the toy prior's diffusers layout."""
+"""Shared fixtures: a tiny random-weight pixel prior in the toy prior's diffusers layout, and a fringed-sphere stub field."""
 
 from __future__ import annotations
 
