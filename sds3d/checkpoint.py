@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError):
     """A checkpoint is missing or unreadable (the message names the file and what to do)."""
 
 
@@ -40,8 +42,13 @@ def load_checkpoint(path: Path) -> dict:
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped early (Ctrl-C); the checkpoint of the last finished step was saved."""
+    """Training stopped early (Ctrl-C, SIGTERM); the checkpoint of the last finished step was saved.
 
-    def __init__(self, step: int, run_dir: Path):
-        super().__init__(f"interrupted at step {step}; checkpoint saved. Continue with: sds3d run --resume {run_dir}")
+    ``exit_code`` is the shell's for the signal: 130 for SIGINT (and early stops), 143 for SIGTERM.
+    """
+
+    def __init__(self, step: int, run_dir: Path, signum: int | None = None):
+        name = {2: "Ctrl-C", 15: "SIGTERM"}.get(signum or 0, "stop request")
+        super().__init__(f"interrupted ({name}) at step {step}; checkpoint saved. Continue with: sds3d run --resume {run_dir}")
         self.step = step
+        self.exit_code = 128 + (signum or 2)

@@ -1,7 +1,8 @@
 """The ``sds3d`` command. Parses arguments, then calls plain functions with a config.
 
-User mistakes (bad config, missing weights, unwritable folder, corrupt checkpoint, ...) end with
-one line on stderr and exit status 2; Ctrl-C during training saves a checkpoint (exit 130).
+User mistakes (bad config, missing weights, unwritable folder, corrupt checkpoint, ...) raise
+``sds3d.errors.UserError`` and end with one line on stderr and exit status 2; Ctrl-C or SIGTERM
+during training saves a checkpoint (exit 130 / 143).
 """
 
 from __future__ import annotations
@@ -15,11 +16,6 @@ from pathlib import Path
 EXIT_USER_ERROR = 2
 
 
-def _user_error(e: BaseException) -> bool:
-    # Our own ValueError subclasses carry messages meant for users; anything else is a bug.
-    return isinstance(e, ValueError) and type(e).__module__.startswith("sds3d")
-
-
 def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
     if items and "=" not in items[0]:
         return items[0], items[1:]
@@ -28,8 +24,8 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
 
 def cmd_run(args) -> int:
     from .config import load_config
+    from .pipeline import run
     from .runs import load_run_config, prepare_run_dir
-    from .trainer import train
 
     config_path, overrides = _split_config_args(args.items)
     if args.resume:
@@ -43,7 +39,7 @@ def cmd_run(args) -> int:
         cfg = load_config(config_path, overrides)
         run_dir = prepare_run_dir(cfg, overwrite=args.overwrite)
     print(f"sds3d: run folder {run_dir}", file=sys.stderr)
-    summary = train(cfg, run_dir, resume=bool(args.resume))
+    summary = run(cfg, run_dir, resume=bool(args.resume))
     _print_summary(summary)
     return 0
 
@@ -58,7 +54,8 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_export(args) -> int:
-    from .runs import export_mesh, load_run_config, load_scene, update_summary
+    from .pipeline import export_mesh
+    from .runs import load_run_config, load_scene, update_summary
 
     overrides = []
     if args.resolution is not None:
@@ -66,34 +63,34 @@ def cmd_export(args) -> int:
     if args.format:
         overrides.append(f"export.formats=[{','.join(args.format)}]")
     cfg = load_run_config(Path(args.run_dir), overrides)
-    field, _ = load_scene(cfg, Path(args.run_dir))
-    result = export_mesh(cfg, Path(args.run_dir), field)
+    result = export_mesh(cfg, Path(args.run_dir), load_scene(cfg, Path(args.run_dir)))
     update_summary(Path(args.run_dir), result)
     print(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_render(args) -> int:
-    from .runs import load_run_config, load_scene, render_orbit, update_summary
+    from .pipeline import render_orbit
+    from .runs import load_run_config, load_scene, update_summary
 
-    overrides = [f"trainer.orbit_frames={args.frames}"] if args.frames else []
+    overrides = [f"orbit.frames={args.frames}"] if args.frames else []
     if args.resolution:
-        overrides.append(f"trainer.orbit_resolution={args.resolution}")
+        overrides.append(f"orbit.resolution={args.resolution}")
     cfg = load_run_config(Path(args.run_dir), overrides)
-    field, background = load_scene(cfg, Path(args.run_dir))
-    path = render_orbit(cfg, Path(args.run_dir), field, background)
+    path = render_orbit(cfg, Path(args.run_dir), load_scene(cfg, Path(args.run_dir)))
     update_summary(Path(args.run_dir), {"orbit": str(path)})
     print(path)
     return 0
 
 
 def cmd_eval(args) -> int:
-    from .eval import evaluate_run
-    from .runs import load_run_config, load_scene
+    from .eval import evaluate_run, load_mesh_world
+    from .runs import load_run_config, load_scene, update_summary
 
-    cfg = load_run_config(Path(args.run_dir))
-    field, background = load_scene(cfg, Path(args.run_dir))
-    metrics = evaluate_run(Path(args.run_dir), field=field, background=background, cfg=cfg)
+    run_dir = Path(args.run_dir)
+    cfg = load_run_config(run_dir)
+    metrics = evaluate_run(cfg, load_mesh_world(run_dir, cfg.export.up_axis), load_scene(cfg, run_dir))
+    update_summary(run_dir, {"eval": metrics})
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -111,15 +108,10 @@ def cmd_sweep(args) -> int:
     return run_sweep_cli(args)
 
 
-class _UsageError(ValueError):
-    pass
-
-
-_UsageError.__module__ = "sds3d.cli"
-
-
 def raise_user(msg: str):
-    raise _UsageError(msg)
+    from .errors import UserError
+
+    raise UserError(msg)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prior", default="toy", help="a prior name/folder/hub id to look for (default: toy)")
     d.set_defaults(func=cmd_doctor)
 
-    t = sub.add_parser("train-prior", help="train the embedded toy prior (about 45 min on 2 CPU cores)")
-    t.add_argument("--help-options", action="store_true", help="see `sds3d train-prior --help`")
+    # Parsed by the recipe itself (main() hands it the arguments): `sds3d train-prior --help` lists them.
+    sub.add_parser("train-prior", help="train the embedded toy prior (about 45 min on 2 CPU cores; --help for options)")
 
     try:
         from .sweep import add_sweep_parser
@@ -181,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
         from .checkpoint import TrainingInterrupted
+        from .errors import UserError
 
         if isinstance(e, TrainingInterrupted):
             print(f"sds3d: {e}", file=sys.stderr)
-            return 130
-        if _user_error(e):
+            return e.exit_code
+        if isinstance(e, UserError):
             print(f"sds3d: error: {e}", file=sys.stderr)
             return EXIT_USER_ERROR
         raise

@@ -18,17 +18,30 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from .cameras import CameraConfig
-from .export import ExportConfig
+from .errors import UserError, notice
+from .eval import EvalConfig, check_eval_config
+from .export import ExportConfig, OrbitConfig, check_orbit_config
 from .fields.background import BackgroundConfig
 from .fields.nerf import FieldConfig
 from .guidance import GuidanceConfig, check_guidance_config
 from .paths import slugify
 from .priors.config import PriorConfig, check_prior_config
 from .render import RenderConfig
+from .scene import SceneConfig, check_scene_config
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """The configuration is invalid; the message names the key and how to fix it."""
+
+
+#: Keys that moved: old dotted key -> new one. Old config files and run folders still load, with a notice.
+RENAMED_KEYS = {
+    "guidance.pretrained": "prior.name_or_path",
+    "trainer.orbit_frames": "orbit.frames",
+    "trainer.orbit_resolution": "orbit.resolution",
+    "trainer.orbit_elevation_deg": "orbit.elevation_deg",
+    "trainer.evaluate": "eval.enabled",
+}
 
 
 LR_SCHEDULES = ("constant", "cosine", "exponential")
@@ -68,10 +81,6 @@ class TrainerConfig:
     ckpt_every: int = 100
     progress: bool = True
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    orbit_frames: int = 48
-    orbit_resolution: int = 128
-    orbit_elevation_deg: float = 20.0
-    evaluate: bool = True  # toy-world metrics into summary.json when the prompt is a toy prompt
 
 
 @dataclass
@@ -83,13 +92,16 @@ class RunConfig:
     out_dir: str = "runs"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
     camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
+    scene: SceneConfig = dataclasses.field(default_factory=SceneConfig)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     background: BackgroundConfig = dataclasses.field(default_factory=BackgroundConfig)
     render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
     guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
-    prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    orbit: OrbitConfig = dataclasses.field(default_factory=OrbitConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
@@ -124,8 +136,51 @@ def _merge(schema: DictConfig, other, source: str) -> DictConfig:
         raise ConfigError(f"invalid config in {source}: {str(e).splitlines()[0]}") from None
 
 
+def _rename_keys(node: DictConfig, source: str) -> DictConfig:
+    """Move keys listed in RENAMED_KEYS to their new place (the new key wins if both are set), with a notice."""
+    data = OmegaConf.to_container(node, resolve=False)
+    for old, new in RENAMED_KEYS.items():
+        *parents, leaf = old.split(".")
+        holder = data
+        for k in parents:
+            holder = holder.get(k) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or leaf not in holder:
+            continue
+        value = holder.pop(leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = data
+        for k in new_parents:
+            target = target.setdefault(k, {})
+        target.setdefault(new_leaf, value)
+        notice(f"{old} is deprecated (in {source}); use {new}")
+    return OmegaConf.create(data)
+
+
+def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
+    """A config file merged over its ``defaults`` (a list of files, relative to it, merged first in order)."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; try configs/toy.yaml")
+    if path.resolve() in chain:
+        raise ConfigError(f"{path} is among its own defaults ({' -> '.join(str(p) for p in chain)}); remove the loop")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:
+        raise ConfigError(f"could not parse {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path} must be a YAML mapping of config keys")
+    defaults = loaded.pop("defaults", [])
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    if not all(isinstance(d, str) for d in defaults):
+        raise ConfigError(f"{path}: defaults must be a list of config files (e.g. [dreamfusion-sd.yaml])")
+    merged = OmegaConf.create()
+    for base in defaults:
+        merged = OmegaConf.merge(merged, _load_file(path.parent / base, chain + (path.resolve(),)))
+    return OmegaConf.merge(merged, _rename_keys(loaded, str(path)))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Merge the defaults, a YAML file and ``key=value`` overrides into a checked RunConfig.
+    """Merge the defaults, a YAML file (over its own ``defaults``) and ``key=value`` overrides into a checked RunConfig.
 
     Raises:
         ConfigError: missing/unreadable file, unknown key (with the closest valid one), bad value.
@@ -133,25 +188,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     schema = OmegaConf.structured(RunConfig)
     cfg = schema
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; try configs/toy.yaml")
-        try:
-            loaded = OmegaConf.load(path)
-        except Exception as e:
-            raise ConfigError(f"could not parse {path}: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"{path} must be a YAML mapping of config keys")
-        cfg = _merge(cfg, loaded, str(path))
+        cfg = _merge(cfg, _load_file(Path(path)), str(path))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value (e.g. guidance.scale=7.5)")
         key, value = item.split("=", 1)
+        key = key.strip()
+        if key in RENAMED_KEYS:
+            notice(f"{key} is deprecated; use {RENAMED_KEYS[key]}")
+            key = RENAMED_KEYS[key]
         if value.strip():
-            other = OmegaConf.from_dotlist([item])
+            other = OmegaConf.from_dotlist([f"{key}={value}"])
         else:  # `prompt=` means the empty string (from_dotlist would make it null)
             other = OmegaConf.create()
-            OmegaConf.update(other, key.strip(), "", force_add=True)
+            OmegaConf.update(other, key, "", force_add=True)
         cfg = _merge(cfg, other, f"override {item!r}")
     try:
         run = OmegaConf.to_object(cfg)
@@ -184,20 +234,12 @@ def check_config(cfg: RunConfig) -> None:
         fail(f"trainer.lr_schedule={t.lr_schedule!r} is unknown; use one of {', '.join(LR_SCHEDULES)}")
     if not 0 < t.lr_end_factor <= 1:
         fail(f"trainer.lr_end_factor={t.lr_end_factor} must be in (0, 1] (e.g. 0.1)")
-    for key in ("val_every", "ckpt_every", "log_every", "val_views", "orbit_frames", "threads"):
+    for key in ("val_every", "ckpt_every", "log_every", "val_views", "threads"):
         if getattr(t, key) < 0:
             fail(f"trainer.{key}={getattr(t, key)} must be >= 0")
-    if t.orbit_resolution <= 0:
-        fail(f"trainer.orbit_resolution={t.orbit_resolution} must be positive")
     for key in ("lambda_sds", "lambda_orient", "lambda_opacity", "lambda_opacity_entropy"):
         if getattr(t, key) < 0:
             fail(f"trainer.{key}={getattr(t, key)} must be >= 0")
-    if cfg.render.resolution <= 0:
-        fail(f"render.resolution={cfg.render.resolution} must be a positive number of pixels (e.g. 64)")
-    if cfg.render.num_samples <= 0:
-        fail(f"render.num_samples={cfg.render.num_samples} must be positive (e.g. 64)")
-    if cfg.export.resolution <= 1:
-        fail(f"export.resolution={cfg.export.resolution} must be at least 2 (e.g. 128)")
     c = cfg.camera
     for key in ("distance", "fov_y_deg", "elevation_deg", "azimuth_deg"):
         lo, hi = getattr(c, key)
@@ -226,7 +268,8 @@ def check_config(cfg: RunConfig) -> None:
 
     for check, part in ((check_guidance_config, cfg.guidance), (check_field_config, cfg.field), (check_render_config, cfg.render),
                         (check_background_config, cfg.background), (check_export_config, cfg.export),
-                        (check_prior_config, cfg.prior)):
+                        (check_prior_config, cfg.prior), (check_scene_config, cfg.scene), (check_orbit_config, cfg.orbit),
+                        (check_eval_config, cfg.eval)):
         try:
             check(part)
         except ValueError as e:

@@ -1,14 +1,16 @@
 """Metrics of a run for toy-world prompts ("a {colour} {shape}"): shape IoU, colour error, recognition.
 
 Everything is compared in the world frame (+z up) against the analytic ground truth of
-``sds3d.toyworld``. ``evaluate_run`` reads what a run folder holds and merges the metrics into
-its ``summary.json`` under the key ``"eval"``.
+``sds3d.toyworld``. ``evaluate_run`` measures what it is given (the run's config, its exported
+mesh and its scene) and returns the metrics; it writes nothing (``sds3d.pipeline`` records them
+in summary.json).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +19,9 @@ import torch
 import trimesh
 from torch import Tensor
 
+from .errors import UserError
 from .toyworld import world
+from .toyworld.judge import judge
 from .toyworld.prompts import parse_prompt
 from .toyworld.shapes import occupancy
 
@@ -25,8 +29,29 @@ from .toyworld.shapes import occupancy
 YAW_PERIOD_DEG = {"sphere": 0.0, "capped_cone": 0.0, "rounded_box": 90.0, "torus": 360.0}
 
 
-class EvalError(ValueError):
+class EvalError(UserError):
     """A run that cannot be evaluated (the message says why and what to do)."""
+
+
+@dataclass
+class EvalConfig:
+    """Toy-world metrics after a run (toy prompts with a toy prior only).
+
+    enabled: compute them; iou_resolution: voxels per axis of the IoU grid over [-1, 1]^3 (see
+    ``mesh_iou``); yaw_step_deg: step of the yaw search of the ground truth.
+    """
+
+    enabled: bool = True
+    iou_resolution: int = 160
+    yaw_step_deg: float = 5.0
+
+
+def check_eval_config(cfg: EvalConfig) -> None:
+    """Raise EvalError naming the first invalid setting of ``cfg``."""
+    if cfg.iou_resolution < 8:
+        raise EvalError(f"eval.iou_resolution={cfg.iou_resolution} is too coarse; use at least 8 (default 160)")
+    if cfg.yaw_step_deg <= 0:
+        raise EvalError(f"eval.yaw_step_deg={cfg.yaw_step_deg} must be positive (e.g. 5)")
 
 
 def grid_centres(resolution: int, bound: float = 1.0) -> np.ndarray:
@@ -216,14 +241,7 @@ def recognition(images: Tensor, expected: tuple[str, str]) -> tuple[float, list[
 
     Returns:
         fraction of views judged exactly ``expected`` (colour and shape), and the per-view labels.
-
-    Raises:
-        EvalError: the judge (``sds3d.toyworld.judge``) is not available.
     """
-    try:
-        from .toyworld.judge import judge
-    except ImportError as e:
-        raise EvalError(f"the toy-world judge is unavailable ({e}); recognition needs sds3d.toyworld.judge") from e
     labels = [tuple(label) for label in judge(images)]
     if not labels:
         return 0.0, []
@@ -235,37 +253,18 @@ def recognition(images: Tensor, expected: tuple[str, str]) -> tuple[float, list[
 # ---------------------------------------------------------------------------------------------
 
 
-def load_run_field(run_dir: Path):
-    """HOOK(trainer): the trained field of a run, from ``ckpt/last.pt``, or None.
-
-    Uses ``sds3d.runs.load_scene`` (the trainer's checkpoint format). Returns None when the run
-    has no checkpoint or the field/trainer code cannot be imported; a checkpoint that does not
-    match its config raises (the user's error). Pass ``load_field=`` to ``evaluate_run`` to use
-    another loader.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / "ckpt" / "last.pt").exists():
-        return None
-    try:
-        from .runs import load_run_config, load_scene
-    except ImportError:
-        return None
-    field, _ = load_scene(load_run_config(run_dir), run_dir)
-    return field
-
-
-def default_render_views(field, n_views: int = 8, render_cfg=None) -> Tensor:
-    """Toy-world-like views of a field for the judge: lambertian under the world's light, on white.
+def default_render_views(scene, n_views: int = 8, render_cfg=None) -> Tensor:
+    """Toy-world-like views of a scene for the judge: lambertian under the world's light, on white.
 
     ``n_views`` cameras orbit at 20° elevation at the world's camera distance and field of view;
     each view is rendered at 32 x 2 pixels and box-filtered to 32 (toyworld.json image spec).
     The background is always the world's white (the judge separates the object from white).
 
     Args:
-        field: the trained field.
+        scene: the trained scene (``sds3d.scene.Scene``).
         n_views: number of views.
-        render_cfg: the run's ``RenderConfig`` (samples per ray, chunking); default ``RenderConfig()``.
-            Its light and shading constants are replaced by the toy world's.
+        render_cfg: the run's ``RenderConfig`` (samples per ray, chunking); its light and shading
+            constants are replaced by the toy world's.
 
     Returns:
         (n_views, 3, 32, 32) in [0, 1].
@@ -273,37 +272,28 @@ def default_render_views(field, n_views: int = 8, render_cfg=None) -> Tensor:
     import dataclasses
 
     from .cameras import orbit_cameras
-    from .fields.background import Background, BackgroundConfig
-    from .render import RenderConfig, render
 
-    cfg = render_cfg if render_cfg is not None else RenderConfig()
-    if dataclasses.is_dataclass(cfg):
-        cfg = dataclasses.replace(cfg, light="fixed", ambient=world.AMBIENT, diffuse=world.DIFFUSE,
-                                  light_direction=tuple(world.spec()["shading"]["light_direction"]))
+    if render_cfg is not None:
+        render_cfg = dataclasses.replace(render_cfg, light="fixed", ambient=world.AMBIENT, diffuse=world.DIFFUSE,
+                                         light_direction=tuple(world.spec()["shading"]["light_direction"]))
     cams = orbit_cameras(n_views, elevation_deg=20.0, distance=world.CAMERA_DISTANCE, fov_y_deg=world.FOV_Y_DEG)
-    device = next(field.parameters()).device if isinstance(field, torch.nn.Module) else torch.device("cpu")
-    background = Background(BackgroundConfig(kind="solid", color=tuple(world.background().tolist()))).to(device)
+    device = next(scene.parameters()).device
+
+    def white(dirs: Tensor) -> Tensor:
+        return world.background().to(dirs).expand(dirs.shape)
+
     with torch.no_grad():
-        out = render(field, background, cams.to(device), cfg, shading="lambertian", light_dir=world.light_direction().to(device),
-                     resolution=world.RESOLUTION * world.SUPERSAMPLING, stratified=False)
+        out = scene.render(cams.to(device), shading="lambertian", light_dir=world.light_direction().to(device),
+                           resolution=world.RESOLUTION * world.SUPERSAMPLING, stratified=False, background=white,
+                           render_cfg=render_cfg)
     return torch.nn.functional.avg_pool2d(out["rgb"].float().cpu(), world.SUPERSAMPLING)
 
 
-def _run_prompt(config: dict) -> str:
-    for keys in (("prompt",), ("guidance", "prompt"), ("prompt_processor", "prompt"), ("trainer", "prompt")):
-        node = config
-        for k in keys:
-            node = node.get(k) if isinstance(node, dict) else None
-        if isinstance(node, str):
-            return node
-    raise EvalError("config.yaml names no prompt (looked for prompt, guidance.prompt); is this a run folder?")
-
-
-def load_mesh_world(run_dir: Path, config: dict | None = None) -> trimesh.Trimesh:
+def load_mesh_world(run_dir: Path, up_axis: str = "y") -> trimesh.Trimesh:
     """The run's ``mesh/mesh.obj`` moved back into the world frame (+z up).
 
     The file -> world transform comes from ``mesh/mesh.json`` (written by ``write_mesh``), else
-    from ``export.up_axis`` in the config (default "y").
+    from ``up_axis`` (the run's ``export.up_axis``).
     """
     from .export.mesh import world_to_file
 
@@ -316,88 +306,51 @@ def load_mesh_world(run_dir: Path, config: dict | None = None) -> trimesh.Trimes
     if meta.exists():
         T = np.asarray(json.loads(meta.read_text())["world_to_file"], np.float64)
     else:
-        up = ((config or {}).get("export") or {}).get("up_axis", "y")
-        T = world_to_file(up)
+        T = world_to_file(up_axis)
     mesh.apply_transform(np.linalg.inv(T))
     return mesh
 
 
-def evaluate_run(
-    run_dir: Path,
-    field=None,
-    background=None,
-    cfg=None,
-    load_field: Callable[[Path], object] | None = load_run_field,
-    render_views: Callable[[object], Tensor] | None = None,
-    resolution: int = 160,
-    yaw_step_deg: float = 5.0,
-) -> dict:
-    """Toy-world metrics of a run, merged into ``run_dir/summary.json`` under ``"eval"``.
+def evaluate_run(cfg, mesh_world: trimesh.Trimesh, scene=None,
+                 render_views: Callable[[object], Tensor] | None = None) -> dict:
+    """Toy-world metrics of a run's exported mesh (and scene, when given).
 
-    Reads the prompt (``cfg.prompt``, else ``config.yaml``), ``mesh/mesh.obj`` and the field
-    (``field`` if given, else ``load_field(run_dir)``; the default is the ``load_run_field``
-    hook). Without a field the colour error uses the mesh's colours and recognition is skipped;
+    Without a scene the colour error reads the mesh's own colours and recognition is skipped;
     every skipped metric is None with its reason under ``"skipped"``.
 
     Args:
-        run_dir: the run folder.
-        field: the trained field, if the caller has it loaded.
-        background: the run's background; unused: recognition renders on the toy world's white,
-            which the judge expects (accepted so callers can pass the scene as loaded).
-        cfg: the run's ``RunConfig`` (prompt, ``export.up_axis``, ``export.albedo``, ``render``), else read from config.yaml.
-        load_field: loader used when ``field`` is None.
-        render_views: ``field -> (8, 3, 32, 32)`` views for the judge; default ``default_render_views``
+        cfg: the run's ``RunConfig``: ``prompt``, ``export.albedo`` (the colours are read as the
+            export read them), ``render`` (for the judge's views), ``eval`` (grid, yaw step).
+        mesh_world: the exported mesh in the world frame (``load_mesh_world``).
+        scene: the trained scene, if loaded.
+        render_views: ``scene -> (8, 3, 32, 32)`` views for the judge; default ``default_render_views``
             with the run's render config.
-        resolution: IoU grid per axis over [-1, 1]^3.
-        yaw_step_deg: IoU yaw search step.
 
     Returns:
         {"prompt", "colour", "shape", "mesh_iou", "yaw_deg", "iou_resolution", "colour_error",
         "colour_source", "recognition", "recognition_labels", "skipped"}.
-    """
-    from omegaconf import OmegaConf
 
-    del background  # documented above: the judge needs white
-    run_dir = Path(run_dir)
-    if cfg is not None:
-        prompt = str(cfg.prompt)
-        config = {"export": {"up_axis": str(cfg.export.up_axis), "albedo": str(cfg.export.albedo)}}
-    else:
-        cfg_path = run_dir / "config.yaml"
-        if not cfg_path.exists():
-            raise EvalError(f"{cfg_path} does not exist; pass a run folder written by `sds3d run`")
-        config = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
-        prompt = _run_prompt(config)
+    Raises:
+        EvalError: the prompt is not a toy-world prompt; the mesh is empty.
+    """
+    prompt = str(cfg.prompt)
     colour, shape, _ = parse_prompt(prompt)
     if colour is None or shape is None:
         raise EvalError(f"prompt {prompt!r} is not a toy-world prompt 'a {{colour}} {{shape}}'; eval only knows the toy world")
-    mesh = load_mesh_world(run_dir, config)
-    if field is None and load_field is not None:
-        field = load_field(run_dir)
     if render_views is None:
-        render_cfg = getattr(cfg, "render", None)
-        render_views = lambda f: default_render_views(f, render_cfg=render_cfg)  # noqa: E731
-
+        render_views = lambda s: default_render_views(s, render_cfg=cfg.render)  # noqa: E731
+    resolution = int(cfg.eval.iou_resolution)
     skipped: dict[str, str] = {}
-    iou, yaw = mesh_iou_yaw(mesh, shape, resolution, yaw_step_deg)
+    iou, yaw = mesh_iou_yaw(mesh_world, shape, resolution, float(cfg.eval.yaw_step_deg))
     metrics: dict = {"prompt": prompt, "colour": colour, "shape": shape, "mesh_iou": iou, "yaw_deg": yaw,
-                     "iou_resolution": int(resolution)}
-    # The field's colours as this run's export read them (export.albedo; runs from before the key: "rendered").
-    metrics["colour_error"] = colour_error(field, mesh, colour, albedo=(config.get("export") or {}).get("albedo", "rendered"))
-    metrics["colour_source"] = "field" if field is not None else "mesh"
+                     "iou_resolution": resolution}
+    metrics["colour_error"] = colour_error(scene, mesh_world, colour, albedo=str(cfg.export.albedo))
+    metrics["colour_source"] = "field" if scene is not None else "mesh"
     metrics["recognition"], metrics["recognition_labels"] = None, None
-    if field is None:
-        skipped["recognition"] = "no field: ckpt/last.pt missing or no loader (see sds3d.eval.load_run_field)"
+    if scene is None:
+        skipped["recognition"] = "no scene: the run has no ckpt/last.pt to render views from"
     else:
-        try:
-            frac, labels = recognition(render_views(field), (colour, shape))
-            metrics["recognition"], metrics["recognition_labels"] = frac, [list(x) for x in labels]
-        except (ImportError, EvalError) as e:  # judge or renderer (sds3d.render) not available
-            skipped["recognition"] = str(e) or type(e).__name__
+        frac, labels = recognition(render_views(scene), (colour, shape))
+        metrics["recognition"], metrics["recognition_labels"] = frac, [list(x) for x in labels]
     metrics["skipped"] = skipped
-
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    summary["eval"] = {**summary.get("eval", {}), **metrics}
-    summary_path.write_text(json.dumps(summary, indent=2))
     return metrics

@@ -1,7 +1,8 @@
-"""Run folders: create them safely, reload a finished or interrupted run, and write its outputs.
+"""Run folders: create them safely, reload a run's config and scene, and write everything in them.
 
-Layout (DESIGN.md): config.yaml, metrics.jsonl, ckpt/last.pt, renders/, mesh/mesh.obj (+ .mtl,
-texture), orbit.mp4 (or .gif), summary.json.
+Layout (docs/architecture.md): config.yaml, metrics.jsonl, ckpt/last.pt, renders/, mesh/,
+orbit.mp4 (or .gif), summary.json. This module is the only writer of summary.json (atomic
+replace) and of metrics.jsonl; it imports no pipeline or trainer.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
-
-from .cameras import orbit_cameras
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import ConfigError, RunConfig, load_config, run_name
+from .config import ConfigError, RunConfig, load_config, run_name, to_yaml
+from .errors import UserError
+
+CHECKPOINT = Path("ckpt") / "last.pt"
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError):
     """The run folder cannot be used as asked (exists, unwritable, not a run)."""
 
 
@@ -52,72 +53,95 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
         raise RunDirError(f"{path}: {e}") from None
 
 
-def load_scene(cfg: RunConfig, run_dir: Path, device: torch.device | str = "cpu"):
-    """The trained field and background of a run, from ``ckpt/last.pt``."""
-    from .trainer import build_scene
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    (Path(run_dir) / "config.yaml").write_text(to_yaml(cfg))
 
-    field, background = build_scene(cfg, torch.device(device))
-    ck = load_checkpoint(Path(run_dir) / "ckpt" / "last.pt")
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def read_checkpoint(run_dir: Path) -> dict:
+    """``ckpt/last.pt`` as data, in the current layout (``scene``, ``guidance`` and the trainer state)."""
+    ck = load_checkpoint(Path(run_dir) / CHECKPOINT)
+    if "scene" not in ck and "field" in ck:  # written before the Scene protocol: field + background (+ packed grid)
+        scene = {f"field.{k}": v for k, v in ck.pop("field").items()}
+        scene.update({f"background.{k}": v for k, v in ck.pop("background", {}).items()})
+        scene.update({f"sampler.{k}": v for k, v in ck.pop("packed", {}).items()})
+        ck["scene"] = scene
+    return ck
+
+
+def write_checkpoint(run_dir: Path, payload: dict) -> None:
+    from .checkpoint import save_checkpoint
+
+    save_checkpoint(payload, Path(run_dir) / CHECKPOINT)
+
+
+def load_scene_state(scene, state: dict, run_dir: Path) -> None:
+    """Load a checkpoint's scene state; a mismatch with the config is the user's (one line)."""
     try:
-        field.load_state_dict(ck["field"])
-        background.load_state_dict(ck["background"])
+        scene.load_state_dict(state)
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint of {run_dir} does not match its config.yaml ({str(e).splitlines()[0][:120]})") from None
-    field.eval()
-    background.eval()
-    return field, background
+
+
+def load_scene(cfg: RunConfig, run_dir: Path, device="cpu"):
+    """The trained scene of a run, from ``ckpt/last.pt``, in eval mode."""
+    from .scene import build_scene
+
+    scene = build_scene(cfg, device)
+    load_scene_state(scene, read_checkpoint(run_dir)["scene"], run_dir)
+    return scene.eval()
+
+
+# -- metrics.jsonl ----------------------------------------------------------------------------
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+    """On resume, drop metric lines logged after the checkpoint (they will be logged again)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+class MetricsLog:
+    """Appends one JSON record per line to ``metrics.jsonl`` (flushed, so a kill loses at most a line)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._file = None
+
+    def __enter__(self) -> "MetricsLog":
+        self._file = open(self.path, "a")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+
+# -- summary.json -----------------------------------------------------------------------------
+
+
+def read_summary(run_dir: Path) -> dict:
+    path = Path(run_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def update_summary(run_dir: Path, values: dict) -> dict:
-    """Merge ``values`` into summary.json (never clobbering other keys)."""
+    """Set the top-level keys of ``values`` in summary.json, keeping the others."""
     path = Path(run_dir) / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary = read_summary(run_dir)
     summary.update(values)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, path)
     return summary
-
-
-def export_mesh(cfg: RunConfig, run_dir: Path, field) -> dict:
-    """Marching cubes -> cleanup -> colours -> mesh/ files. Returns {"mesh": path, ...}."""
-    from .export import extract_mesh, write_mesh
-
-    mesh = extract_mesh(field, cfg.export)
-    paths = write_mesh(mesh, field, Path(run_dir) / "mesh", cfg.export)
-    return {"mesh": {k: str(v) for k, v in paths.items()}, "mesh_vertices": int(len(mesh.vertices)), "mesh_faces": int(len(mesh.faces))}
-
-
-@torch.no_grad()
-def render_orbit(cfg: RunConfig, run_dir: Path, field, background) -> Path:
-    """orbit.mp4 (or .gif without ffmpeg): a full turn around the object, Lambertian-shaded."""
-    from .export import write_orbit_video
-    from .render import render
-
-    t = cfg.trainer
-    cams = orbit_cameras(t.orbit_frames, elevation_deg=t.orbit_elevation_deg, distance=sum(cfg.camera.distance) / 2,
-                         fov_y_deg=sum(cfg.camera.fov_y_deg) / 2).to(next(field.parameters()).device)
-    frames = torch.cat([render(field, background, cams[i : i + 8], cfg.render, shading="lambertian", resolution=t.orbit_resolution,
-                               stratified=False)["rgb"].cpu() for i in range(0, len(cams), 8)])
-    return write_orbit_video(frames, Path(run_dir) / "orbit.mp4")
-
-
-def finish_run(cfg: RunConfig, run_dir: Path, field, background, train_seconds: float, skipped_steps: int, final_loss: float) -> dict:
-    """After training: mesh, orbit video, toy-world metrics, summary.json."""
-    field.eval()
-    summary = {"prompt": cfg.prompt, "steps": cfg.trainer.max_steps, "skipped_steps": skipped_steps,
-               "train_seconds": round(train_seconds, 2), "final_loss_sds": final_loss}
-    # The video first: if the mesh comes out empty, the run still shows what it learned.
-    summary["orbit"] = str(render_orbit(cfg, run_dir, field, background))
-    update_summary(run_dir, summary)
-    update_summary(run_dir, export_mesh(cfg, run_dir, field))
-    from .priors import is_toy_prior
-    from .toyworld.prompts import parse_prompt
-
-    colour, shape, _ = parse_prompt(cfg.prompt)
-    # Toy prompts with a toy-world prior (the shipped one or a retrained folder) only.
-    if cfg.trainer.evaluate and is_toy_prior(cfg.guidance.pretrained) and colour and shape:
-        from .eval import evaluate_run
-
-        evaluate_run(Path(run_dir), field=field, background=background, cfg=cfg)  # merges into summary.json
-    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -11,7 +11,7 @@ from .mesh import (
     world_to_file,
     write_mesh,
 )
-from .video import write_orbit_video
+from .video import OrbitConfig, check_orbit_config, write_orbit_video
 
 __all__ = [
     "EmptyMeshError",
@@ -24,4 +24,6 @@ __all__ = [
     "world_to_file",
     "write_mesh",
     "write_orbit_video",
+    "OrbitConfig",
+    "check_orbit_config",
 ]

@@ -17,6 +17,7 @@ import numpy as np
 import trimesh
 from skimage.measure import marching_cubes
 
+from ..errors import UserError
 from . import texture as texture_mod
 from .colour import rendered_albedo
 from .query import field_device, query_field
@@ -30,8 +31,8 @@ TEXTURE_MODES = ("auto", "uv", "vertex")
 FORMATS = ("obj", "glb", "ply")
 
 
-class ExportError(ValueError):
-    """A user-fixable problem with mesh export (the CLI maps ValueError to exit code 2)."""
+class ExportError(UserError):
+    """A user-fixable problem with mesh export (the message says what to change)."""
 
 
 class EmptyMeshError(ExportError):

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 from torch import Tensor
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class OrbitConfig:
+    """The orbit video of a finished run: ``frames`` views in a full turn at ``elevation_deg``,
+    ``resolution`` pixels square (also the elevation of the validation renders)."""
+
+    frames: int = 48
+    resolution: int = 128
+    elevation_deg: float = 20.0
+
+
+def check_orbit_config(cfg: OrbitConfig) -> None:
+    """Raise UserError naming the first invalid setting of ``cfg``."""
+    if cfg.frames < 1 or cfg.resolution < 1:
+        raise UserError(f"orbit.frames={cfg.frames} and orbit.resolution={cfg.resolution} must be positive (e.g. 48 and 128)")
 
 
 def frames_to_uint8(frames: Tensor) -> np.ndarray:

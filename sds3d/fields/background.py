@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
+
 BACKGROUND_KINDS = ("solid", "mlp")
 
 
-class BackgroundConfigError(ValueError):
+class BackgroundConfigError(UserError):
     """A background setting is invalid (the message names the key and the allowed values)."""
 
 

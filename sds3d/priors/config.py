@@ -18,7 +18,10 @@ ATTENTIONS = ("sdpa", "default")
 
 @dataclass
 class PriorConfig:
-    """Prior precision and memory settings (diffusers' memory guide; threestudio's SD guidance).
+    """Which prior, and its precision and memory settings (diffusers' memory guide; threestudio's SD guidance).
+
+    name_or_path: "toy" (the shipped toy prior), a diffusers pipeline folder, or a hub id in the
+        local Hugging Face cache (``sds3d.priors.load_prior``).
 
     dtype: auto = float16 on CUDA, float32 on CPU (no half-precision ops on CPU).
     channels_last: UNet weights in channels_last on CUDA (faster convolutions with cuDNN).
@@ -33,6 +36,7 @@ class PriorConfig:
         prior runs on the CPU.
     """
 
+    name_or_path: str = "toy"
     dtype: str = "auto"
     channels_last: bool = True
     attention: str = "sdpa"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from ..runs import read_summary, update_summary
 from .grid import SweepError
 
 METRIC_KEYS = ("train_seconds", "final_loss_sds")  # a run is finished when summary.json has these and no error
@@ -49,14 +50,6 @@ def threads_per_run(parallel: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // max(1, parallel))
 
 
-def read_summary(run_dir: Path) -> dict:
-    path = Path(run_dir) / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def run_state(run_dir: Path) -> str:
     """``"done"`` (summary.json with metrics, no error), ``"resume"`` (ckpt/last.pt) or ``"start"``."""
     run_dir = Path(run_dir)
@@ -74,27 +67,23 @@ def _error_text(e: BaseException) -> str:
 
 
 def record_failure(run_dir: Path, error: str) -> dict:
-    """Merge the error into the run's summary.json (like runs.update_summary, without importing torch)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary = read_summary(run_dir)
-    summary.update({"status": "failed", "error": error})
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, run_dir / "summary.json")
+    """Record the error in the run's summary.json."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    update_summary(run_dir, {"status": "failed", "error": error})
     return {"status": "failed", "error": error}
 
 
 def run_one(job: RunJob) -> dict:
-    """Train (or resume) one run in this process with the real trainer.
+    """Train (or resume) one run in this process with the real pipeline.
 
     Returns:
         ``{"status": "done"}`` or ``{"status": "failed", "error": "<Type>: <message>"}`` (also
         written into the run's summary.json). Ctrl-C still propagates.
     """
+    from ..checkpoint import TrainingInterrupted
     from ..config import load_config
-    from ..runs import prepare_run_dir, update_summary
-    from ..trainer import TrainingInterrupted, train
+    from ..pipeline import run
+    from ..runs import prepare_run_dir
 
     try:
         cfg = load_config(job.config, job.overrides)
@@ -102,7 +91,7 @@ def run_one(job: RunJob) -> dict:
             run_dir = Path(job.run_dir)
         else:
             run_dir = prepare_run_dir(cfg, overwrite=True)  # a leftover without checkpoint: start clean
-        train(cfg, run_dir, resume=job.mode == "resume")
+        run(cfg, run_dir, resume=job.mode == "resume")
         update_summary(run_dir, {"status": "done", "error": None})
         return {"status": "done"}
     except (KeyboardInterrupt, TrainingInterrupted):
@@ -139,7 +128,7 @@ def run_sequential(jobs: list[RunJob], run_fn: Callable, on_result: Callable[[Ru
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - a run_fn that raises still only fails its run
-            interrupted = getattr(sys.modules.get("sds3d.trainer"), "TrainingInterrupted", ())
+            interrupted = getattr(sys.modules.get("sds3d.checkpoint"), "TrainingInterrupted", ())
             if interrupted and isinstance(e, interrupted):  # Ctrl-C inside the trainer stops the sweep
                 raise
             result = record_failure(Path(job.run_dir), _error_text(e))

@@ -13,13 +13,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError
 from ..paths import slugify
 
 # Keys the sweep sets itself; a grid over them would fight --prompts/--seeds/--out.
 RESERVED_KEYS = {"prompt": "--prompts", "seed": "--seeds", "out_dir": "--out", "name": "(set by the sweep)"}
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """The sweep is invalid (bad --grid, sweep file, Ray address); the message says how to fix it."""
 
 

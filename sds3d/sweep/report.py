@@ -12,7 +12,7 @@ import math
 import warnings
 from pathlib import Path
 
-from .execute import read_summary
+from ..runs import read_summary
 from .grid import RunSpec, display_value
 
 METRIC_COLUMNS = ("iou", "colour_error", "recognition", "train_seconds", "final_loss_sds")

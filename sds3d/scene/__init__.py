@@ -1,0 +1,25 @@
+"""3D representations behind one protocol (``Scene``): what the trainer optimises and export reads."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Scene
+from .config import SCENE_KINDS, SceneConfig, SceneConfigError, check_scene_config
+
+
+def build_scene(cfg, device: torch.device | str = "cpu") -> Scene:
+    """The configured scene (``cfg.scene.kind``), initialised from ``cfg.seed``.
+
+    Args:
+        cfg: a checked ``RunConfig``.
+        device: where its parameters live.
+    """
+    check_scene_config(cfg.scene)
+    torch.manual_seed(cfg.seed)
+    from .nerf import NeRFScene
+
+    return NeRFScene(cfg.field, cfg.background, cfg.render, device)
+
+
+__all__ = ["Scene", "SceneConfig", "SceneConfigError", "SCENE_KINDS", "build_scene", "check_scene_config"]
