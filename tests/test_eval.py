@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -10,9 +9,8 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
-import sds3d.toyworld.judge as judge_module
 from sds3d.cameras import orbit_cameras
-from sds3d.eval import EvalError, colour_error, evaluate_run, mesh_iou, mesh_iou_yaw, mesh_occupancy, recognition
+from sds3d.eval import EvalError, colour_error, evaluate_run, load_mesh_world, mesh_iou, mesh_iou_yaw, mesh_occupancy, recognition
 from sds3d.export import ExportConfig, extract_mesh, write_mesh
 from sds3d.toyworld import world
 from sds3d.toyworld.render import render as toy_render
@@ -100,10 +98,16 @@ def test_recognition_with_the_real_judge():
     assert frac_wrong == 0.0
 
 
-def test_evaluate_run_merges_into_summary(tmp_path, monkeypatch):
+def _run_cfg(prompt, *overrides):
+    from sds3d.config import load_config
+
+    return load_config(None, [f"prompt={prompt}", "eval.iou_resolution=40", "eval.yaw_step_deg=30", *overrides])
+
+
+def test_evaluate_run_measures_what_it_is_given(tmp_path, monkeypatch):
+    import sds3d.eval as eval_module
+
     colour, shape = "yellow", "cone"
-    (tmp_path / "config.yaml").write_text(f"prompt: a {colour} {shape}\nseed: 0\n")
-    (tmp_path / "summary.json").write_text(json.dumps({"steps": 600, "eval": {"old": 1}}))
     field = ToyField(shape, world.colour_rgb(colour).tolist())
     write_mesh(extract_mesh(field, ExportConfig(resolution=40)), field, tmp_path / "mesh",
                ExportConfig(resolution=40, texture="vertex", up_axis="y"))
@@ -113,48 +117,48 @@ def test_evaluate_run_merges_into_summary(tmp_path, monkeypatch):
         seen.append(images.shape)
         return [(colour, shape)] * 6 + [("red", shape)] * 2
 
-    monkeypatch.setattr(judge_module, "judge", fake_judge)
+    monkeypatch.setattr(eval_module, "judge", fake_judge)
     views = lambda f: torch.ones(8, 3, 32, 32)  # noqa: E731
-    metrics = evaluate_run(tmp_path, field=field, render_views=views, resolution=40, yaw_step_deg=30.0)
+    cfg = _run_cfg(f"a {colour} {shape}")
+    mesh = load_mesh_world(tmp_path, "y")
+    metrics = evaluate_run(cfg, mesh, field, render_views=views)
     assert metrics["mesh_iou"] > 0.9  # the mesh was read back into the world frame
     assert metrics["colour_error"] < 1e-5 and metrics["colour_source"] == "field"
     assert metrics["recognition"] == pytest.approx(0.75) and seen == [(8, 3, 32, 32)]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["steps"] == 600 and summary["eval"]["old"] == 1
-    assert summary["eval"]["mesh_iou"] == pytest.approx(metrics["mesh_iou"])
+    assert metrics["iou_resolution"] == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh"]  # it wrote nothing
 
-    # No field (trainer not written yet): mesh colours, recognition skipped with a reason.
-    metrics = evaluate_run(tmp_path, load_field=lambda run_dir: None, resolution=40, yaw_step_deg=30.0)
+    # No scene: mesh colours, recognition skipped with a reason.
+    metrics = evaluate_run(cfg, mesh)
     assert metrics["recognition"] is None and "recognition" in metrics["skipped"]
     assert metrics["colour_error"] < 0.01 and metrics["colour_source"] == "mesh"
 
 
 def test_evaluate_run_rejects_non_toy_prompts(tmp_path):
-    (tmp_path / "config.yaml").write_text("prompt: a photo of a hamburger\n")
     with pytest.raises(EvalError, match="toy-world prompt"):
-        evaluate_run(tmp_path)
+        evaluate_run(_run_cfg("a photo of a hamburger"), trimesh.creation.box())
 
 
 def test_mesh_frame_falls_back_to_the_config_up_axis(tmp_path):
     field = ToyField("torus", world.colour_rgb("blue").tolist())
-    (tmp_path / "config.yaml").write_text("prompt: a blue torus\nexport:\n  up_axis: z\n")
     paths = write_mesh(extract_mesh(field, ExportConfig(resolution=64)), field, tmp_path / "mesh",
                        ExportConfig(resolution=64, texture="vertex", up_axis="z"))
-    paths["meta"].unlink()  # an older export without mesh.json: config.yaml says the frame
-    metrics = evaluate_run(tmp_path, load_field=None, resolution=48, yaw_step_deg=30.0)
+    paths["meta"].unlink()  # an older export without mesh.json: the run's export.up_axis says the frame
+    cfg = _run_cfg("a blue torus", "eval.iou_resolution=48")
+    metrics = evaluate_run(cfg, load_mesh_world(tmp_path, "z"))
     assert metrics["mesh_iou"] > 0.9 and metrics["yaw_deg"] == 0.0
-    (tmp_path / "config.yaml").write_text("prompt: a blue torus\nexport:\n  up_axis: y\n")  # wrong frame
-    assert evaluate_run(tmp_path, load_field=None, resolution=48, yaw_step_deg=30.0)["mesh_iou"] < 0.6
+    assert evaluate_run(cfg, load_mesh_world(tmp_path, "y"))["mesh_iou"] < 0.6  # wrong frame
 
 
 @pytest.mark.parametrize("mode", ["rendered", "surface"])
 def test_evaluate_run_reads_colours_as_the_run_exported_them(tmp_path, monkeypatch, fringed_sphere, mode):
-    (tmp_path / "config.yaml").write_text(f"prompt: a red sphere\nexport:\n  albedo: {mode}\n")
+    import sds3d.eval as eval_module
+
     field = fringed_sphere
     cfg = ExportConfig(resolution=32, surface="density", threshold=1.0, albedo=mode, texture="vertex")
     write_mesh(extract_mesh(field, cfg), field, tmp_path / "mesh", cfg)
-    monkeypatch.setattr(judge_module, "judge", lambda images: [("red", "sphere")] * len(images))
-    metrics = evaluate_run(tmp_path, field=field, render_views=lambda f: torch.ones(8, 3, 32, 32), resolution=32,
-                           yaw_step_deg=90.0)
+    monkeypatch.setattr(eval_module, "judge", lambda images: [("red", "sphere")] * len(images))
+    run_cfg = _run_cfg("a red sphere", f"export.albedo={mode}", "eval.iou_resolution=32", "eval.yaw_step_deg=90")
+    metrics = evaluate_run(run_cfg, load_mesh_world(tmp_path), field, render_views=lambda f: torch.ones(8, 3, 32, 32))
     # As rendered the sphere is red (error ~0.1 from the fringe's share); its fringe itself is blue.
     assert (metrics["colour_error"] < 0.2) == (mode == "rendered")
