@@ -25,9 +25,8 @@ from .fields.background import Background
 from .fields.nerf import NeRFField
 from .guidance import PromptProcessor, SDSGuidance
 from .priors import load_prior
-from .render import render, sample_shading
+from .render import build_sampler, render, sample_shading
 from .render.losses import opacity_entropy_loss, opacity_loss, orientation_loss
-from .render.nerfacc_backend import PackedRenderer, orientation_loss_packed, render_packed, select_render_backend
 
 
 class _StopAtStepBoundary:
@@ -145,9 +144,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
     field, background = build_scene(cfg, device)
     optimizer = make_optimizer(cfg, field, background)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    # [brief E] render.backend auto on CUDA: nerfacc packed sampling; its occupancy grid is state
-    # (refreshed every N steps, checkpointed). None on CPU: the batched ``render`` below, unchanged.
-    packed = PackedRenderer(field.bound).to(device) if select_render_backend(cfg.render.backend, device)[0] == "nerfacc" else None
+    # render.backend: stratified bins, or nerfacc's occupancy grid on CUDA (state: refreshed per step, checkpointed).
+    sampler = build_sampler(cfg.render, field.bound, device)
     generator = torch.Generator().manual_seed(cfg.seed)
     lambdas = {"loss_sds": t.lambda_sds, "loss_orient": t.lambda_orient,
                "loss_opacity": t.lambda_opacity, "loss_opacity_entropy": t.lambda_opacity_entropy}
@@ -161,8 +159,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
         background.load_state_dict(ck["background"])
         optimizer.load_state_dict(ck["optimizer"])
         _set_rng_state(ck["rng"], generator, device)
-        if packed is not None and "packed" in ck:  # [brief E] occupancy grid
-            packed.load_state_dict(ck["packed"])
+        if "sampler" in ck:
+            sampler.load_state_dict(ck["sampler"])
         step, skipped, elapsed = int(ck["step"]), int(ck["skipped_steps"]), float(ck["elapsed_s"])
         _truncate_metrics(metrics_path, step)
     else:
@@ -171,8 +169,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
     def checkpoint() -> None:
         save_checkpoint({"step": step, "skipped_steps": skipped, "elapsed_s": elapsed, "field": field.state_dict(),
                          "background": background.state_dict(), "optimizer": optimizer.state_dict(),
-                         "rng": _rng_state(generator, device),
-                         **({"packed": packed.state_dict()} if packed is not None else {})}, ckpt_path)
+                         "rng": _rng_state(generator, device), "sampler": sampler.state_dict()}, ckpt_path)
 
     end = t.max_steps if stop_after is None else min(t.max_steps, stop_after)
     bar = tqdm(total=t.max_steps, initial=step, desc=cfg.prompt[:40], unit="step", disable=not t.progress, dynamic_ncols=True)
@@ -192,19 +189,15 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
                 cams = sample_cameras(cfg.camera, generator=generator, step=step).to(device)
                 shading = sample_shading(cfg.render, generator)
                 need_normals = shading != "albedo" or t.lambda_orient > 0
-                if packed is not None:  # [brief E] nerfacc on CUDA
-                    packed.update(step, field)
-                    out = render_packed(packed, field, background, cams, cfg.render, shading=shading, generator=generator, need_normals=need_normals)
-                else:
-                    out = render(field, background, cams, cfg.render, shading=shading, generator=generator, need_normals=need_normals)
+                sampler.update(step, field.density)
+                out = render(field, background, cams, cfg.render, shading=shading, generator=generator, need_normals=need_normals,
+                             sampler=sampler)
 
                 # SDS on the render (one batched prior call), plus regularisers.
                 text = prompts(cams.azimuth_deg, cams.elevation_deg)
                 losses = guidance(out["rgb"], text, step, generator=generator, cameras=cams.view_angles)
                 if t.lambda_orient > 0:
-                    losses["loss_orient"] = (
-                        orientation_loss(out["weights"], out["sample_normals"], out["ray_dirs"]) if packed is None
-                        else orientation_loss_packed(out["weights"], out["sample_normals"], out["ray_dirs"], out["ray_indices"]))
+                    losses["loss_orient"] = orientation_loss(out["weights"], out["sample_normals"], out["ray_dirs"], out["ray_indices"])
                 if t.lambda_opacity > 0:
                     losses["loss_opacity"] = opacity_loss(out["opacity"])
                 if t.lambda_opacity_entropy > 0:
