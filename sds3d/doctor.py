@@ -88,7 +88,7 @@ def check_prior(name_or_path: str) -> dict:
 def collect(prior_name: str = "toy") -> dict:
     """All facts ``report`` prints, as a dict."""
     from .fields.encoding import EncodingConfigError, select_backend
-    from .render.nerfacc_backend import nerfacc_cuda_status, select_render_backend
+    from .render.samplers import nerfacc_cuda_status, select_render_backend
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     nerfacc_ok, nerfacc_why = nerfacc_cuda_status(build=False)

@@ -1,4 +1,5 @@
-"""Renderer: analytic densities give known opacities/colours; regularisers; chunking; configs."""
+"""Renderer: analytic densities give known opacities/colours; compositing in both sample layouts;
+regularisers; chunking; configs."""
 
 import math
 
@@ -11,8 +12,11 @@ from sds3d.fields.background import Background
 from sds3d.fields.encoding import HashGridConfig
 from sds3d.fields.nerf import FieldConfig, NeRFField
 from sds3d.render import (
+    NerfaccConfig,
     RenderConfig,
     RenderConfigError,
+    StratifiedSampler,
+    composite,
     light_directions,
     opacity_entropy_loss,
     opacity_loss,
@@ -20,7 +24,7 @@ from sds3d.render import (
     render,
     sample_shading,
 )
-from sds3d.render.rays import intersect_aabb, intersect_sphere, stratified_samples
+from sds3d.render.rays import intersect_aabb, intersect_sphere
 from sds3d.toyworld import render as toy_render
 
 torch.set_num_threads(1)
@@ -149,6 +153,125 @@ def test_orientation_loss_penalises_normals_facing_away():
     assert n.grad.abs().sum() > 0
 
 
+def _hand_composite(t_starts, t_ends, sigma, values, rays):
+    """NeRF Eq. 3 sample by sample: w_i = T_i alpha_i with T_{i+1} = T_i (1 - alpha_i) (product form).
+
+    rays: per ray, the indices of its samples in order. Returns weights, sum w v, sum w per ray.
+    """
+    weights = [None] * sigma.shape[0]
+    acc, opacity = [], []
+    for samples in rays:
+        T, a, o = torch.ones((), dtype=sigma.dtype), torch.zeros(values.shape[-1], dtype=sigma.dtype), torch.zeros(1, dtype=sigma.dtype)
+        for i in samples:
+            alpha = 1 - torch.exp(-sigma[i] * (t_ends[i] - t_starts[i]))
+            weights[i] = T * alpha
+            a, o, T = a + weights[i] * values[i], o + weights[i], T * (1 - alpha)
+        acc.append(a)
+        opacity.append(o)
+    return torch.stack(weights), torch.stack(acc), torch.stack(opacity)
+
+
+def _uneven_samples():
+    """4 rays x 6 bins of random widths; rays keep 6, 3, 0 and 1 of them (as early stop would)."""
+    g = torch.Generator().manual_seed(0)
+    R, S = 4, 6
+    edges = torch.cumsum(torch.rand(R, S + 1, generator=g, dtype=torch.float64) * 0.4 + 0.05, dim=-1)
+    sigma = torch.rand(R, S, generator=g, dtype=torch.float64) * 4
+    rgb = torch.rand(R, S, 3, generator=g, dtype=torch.float64)
+    counts = torch.tensor([6, 3, 0, 1])
+    keep = torch.arange(S)[None] < counts[:, None]
+    return edges[:, :-1], edges[:, 1:], sigma, rgb, keep
+
+
+def _grads(loss_inputs, fn):
+    sigma, rgb = (x.clone().requires_grad_(True) for x in loss_inputs)
+    weights, acc, opacity = fn(sigma, rgb)
+    g = torch.Generator().manual_seed(1)
+    c_acc, c_op = torch.randn(acc.shape, generator=g, dtype=acc.dtype), torch.randn(opacity.shape, generator=g, dtype=acc.dtype)
+    ((acc * c_acc).sum() + (opacity * c_op).sum()).backward()
+    return weights.detach(), acc.detach(), opacity.detach(), sigma.grad, rgb.grad
+
+
+def test_composite_batched_and_packed_match_a_hand_computation():
+    t0, t1, sigma, rgb, keep = _uneven_samples()
+    R = keep.shape[0]
+    # Batched: the dropped samples become empty intervals (t_end = t_start), which weigh nothing.
+    t1_batched = torch.where(keep, t1, t0)
+
+    def batched(sig, val):
+        w, acc, o = composite(t0, t1_batched, sig, {"rgb": val, "normal": None})
+        assert acc["normal"] is None
+        return w, acc["rgb"], o
+
+    ray_indices = torch.arange(R)[:, None].expand_as(keep)[keep]
+
+    def packed(sig, val):
+        w, acc, o = composite(t0[keep], t1[keep], sig, {"rgb": val}, ray_indices=ray_indices, n_rays=R)
+        return w, acc["rgb"], o
+
+    counts = keep.sum(-1).tolist()
+    starts = [sum(counts[:r]) for r in range(R)]
+    rays = [list(range(start, start + n)) for start, n in zip(starts, counts)]  # packed sample indices per ray
+
+    def hand(sig, val):
+        return _hand_composite(t0[keep], t1[keep], sig, val, rays)
+
+    wb, ab, ob, gsb, gvb = _grads((sigma, rgb), batched)
+    wp, ap, op, gsp, gvp = _grads((sigma[keep], rgb[keep]), packed)
+    wh, ah, oh, gsh, gvh = _grads((sigma[keep], rgb[keep]), hand)
+    for name, b, p, h in (("weights", wb[keep], wp, wh), ("rgb", ab, ap, ah), ("opacity", ob, op, oh),
+                          ("d/dsigma", gsb[keep], gsp, gsh), ("d/drgb", gvb[keep], gvp, gvh)):
+        torch.testing.assert_close(p, h, msg=f"packed {name}")
+        torch.testing.assert_close(b, h, msg=f"batched {name}")
+    assert (wb[~keep] == 0).all() and (gsb[~keep] == 0).all() and (gvb[~keep] == 0).all()
+    assert ap[2].abs().sum() == 0 and op[2] == 0  # the ray without samples
+    assert op.shape == (R, 1) and ap.shape == (R, 3)
+
+
+def test_packed_twin_gives_the_batched_floats_on_full_rays():
+    """Every ray keeps its S samples: the CPU twin's weights are the batched ones, bit for bit."""
+    t0, t1, sigma, rgb, _ = _uneven_samples()
+    t0, t1, sigma = t0.float(), t1.float(), sigma.float()
+    R, S = sigma.shape
+    wb, _, _ = composite(t0, t1, sigma, {})
+    wp, _, op = composite(t0.reshape(-1), t1.reshape(-1), sigma.reshape(-1), {}, ray_indices=torch.arange(R).repeat_interleave(S), n_rays=R)
+    assert torch.equal(wp, wb.reshape(-1))
+    empty, _, o = composite(t0[:0, 0], t1[:0, 0], sigma[:0, 0], {}, ray_indices=torch.zeros(0, dtype=torch.long), n_rays=3)
+    assert empty.shape == (0,) and torch.equal(o, torch.zeros(3, 1))
+
+
+def test_orientation_loss_in_both_layouts_matches_a_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    R, S = 5, 7
+    weights = torch.rand(R, S, generator=g, dtype=torch.float64)
+    normals = torch.nn.functional.normalize(torch.randn(R, S, 3, generator=g, dtype=torch.float64), dim=-1)
+    dirs = torch.nn.functional.normalize(torch.randn(R, 3, generator=g, dtype=torch.float64), dim=-1)
+    keep = torch.rand(R, S, generator=g) > 0.4
+    keep[4] = False  # a ray without samples still counts in the mean
+    ray_indices = torch.arange(R)[:, None].expand(R, S)[keep]
+
+    def hand(n):
+        total = 0.0
+        for r in range(R):
+            for i in range(S):
+                if keep[r, i]:
+                    total = total + weights[r, i] * torch.clamp(n[r, i] @ dirs[r], min=0.0) ** 2
+        return total / R
+
+    n_hand, n_batched, n_packed = (normals.clone().requires_grad_(True) for _ in range(3))
+    w_batched = torch.where(keep, weights, 0.0).requires_grad_(True)
+    w_packed = weights[keep].clone().requires_grad_(True)
+    expected = hand(n_hand)
+    batched = orientation_loss(w_batched, n_batched, dirs)
+    packed = orientation_loss(w_packed, n_packed[keep], dirs, ray_indices)
+    torch.testing.assert_close(batched, expected)
+    torch.testing.assert_close(packed, expected)
+    (expected + batched + packed).backward()
+    torch.testing.assert_close(n_batched.grad, n_hand.grad)
+    torch.testing.assert_close(n_packed.grad, n_hand.grad)
+    assert w_batched.grad is None and w_packed.grad is None  # sg(w): the weights get no gradient
+
+
 def test_opacity_losses():
     o = torch.tensor([0.0, 0.5, 1.0, 0.5])
     assert opacity_loss(o).item() == pytest.approx(0.5)
@@ -187,11 +310,17 @@ def test_ray_bounds():
 
 def test_stratified_samples_stay_in_their_bins():
     near, far = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 2.5])
-    s, e, t = stratified_samples(near, far, 4, stratified=True, generator=torch.Generator().manual_seed(0))
-    assert ((t >= s) & (t <= e)).all()
+    rays = torch.zeros(2, 3)
+    jittered = StratifiedSampler(4).sample(rays, rays, near, far, None, stratified=True, generator=torch.Generator().manual_seed(0))
+    s, e, t = jittered.t_starts, jittered.t_ends, jittered.t_samples
+    assert jittered.ray_indices is None and jittered.n_rays == 2 and s.shape == (2, 4)
+    assert ((t >= s) & (t <= e)).all() and not torch.allclose(t, (s + e) / 2)
     torch.testing.assert_close(s[0], torch.tensor([1.0, 1.5, 2.0, 2.5]))
     torch.testing.assert_close(e[1, -1], torch.tensor(2.5))
-    _, _, mid = stratified_samples(near, far, 4, stratified=False)
+    # One uniform draw per sample from the generator, in (ray, sample) order.
+    u = torch.rand((2, 4), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(t, s + u * (e - s))
+    mid = StratifiedSampler(4).sample(rays, rays, near, far, None, stratified=False).t_samples
     torch.testing.assert_close(mid[0], torch.tensor([1.25, 1.75, 2.25, 2.75]))
 
 
@@ -216,7 +345,9 @@ def test_random_light_is_near_the_camera_and_fixed_light_is_normalised():
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(backend="nerfacc"), dict(light="sun"), dict(shading_probs={"phong": 1.0}), dict(num_samples=0), dict(ray_bounds="cube")]
+    "kw", [dict(backend="optix"), dict(light="sun"), dict(shading_probs={"phong": 1.0}), dict(num_samples=0), dict(ray_bounds="cube"),
+           dict(nerfacc=NerfaccConfig(grid_resolution=0)), dict(nerfacc=NerfaccConfig(ema_decay=1.5)),
+           dict(nerfacc=NerfaccConfig(early_stop_eps=1.0)), dict(nerfacc=NerfaccConfig(warmup_steps=-1))]
 )
 def test_invalid_render_config_raises_value_error(kw):
     with pytest.raises(RenderConfigError, match="render\\."):

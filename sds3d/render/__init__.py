@@ -1,17 +1,26 @@
-"""Volume rendering of NeRF fields: ray sampling, shading (DreamFusion Sec. 3.1), regularisers."""
+"""Volume rendering of NeRF fields: ray samplers, compositing, shading (DreamFusion Sec. 3.1), regularisers."""
 
-from .config import RenderConfig, RenderConfigError, check_render_config
+from .config import NerfaccConfig, RenderConfig, RenderConfigError, check_render_config
 from .losses import opacity_entropy_loss, opacity_loss, orientation_loss
-from .renderer import render, render_rays, resolve_backend
+from .renderer import render, render_rays
+from .samplers import OccGridSampler, RaySamples, Sampler, StratifiedSampler, build_sampler, select_render_backend
 from .shading import light_directions, sample_shading, shade
+from .volume import composite
 
 __all__ = [
+    "NerfaccConfig",
     "RenderConfig",
     "RenderConfigError",
     "check_render_config",
     "render",
     "render_rays",
-    "resolve_backend",
+    "RaySamples",
+    "Sampler",
+    "StratifiedSampler",
+    "OccGridSampler",
+    "build_sampler",
+    "select_render_backend",
+    "composite",
     "sample_shading",
     "light_directions",
     "shade",

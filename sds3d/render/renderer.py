@@ -1,31 +1,24 @@
-"""Volume rendering of a NeRF field from a batch of cameras (batched torch backend; nerfacc maths).
+"""Volume rendering of a NeRF field from a batch of cameras, for any ``Sampler``.
 
-Per ray: samples inside the scene bounds (``rays``), density/albedo/normals from the field, per-sample
-shading (``shading``), weights w_i = T_i (1 - exp(-sigma_i delta_i)) by nerfacc's batched
-``render_weight_from_density`` (NeRF Eq. 3), composited over the background.
+Per ray: bounds of the scene (``rays``), samples from the sampler (batched or packed,
+``samplers``), density/albedo/normals from the field, per-sample shading (``shading``), weights
+w_i = T_i (1 - exp(-sigma_i delta_i)) and their sums (``volume``, NeRF Eq. 3), composited over
+the background. The same code serves both sample layouts.
 """
 
 from __future__ import annotations
 
-import nerfacc
 import torch
 from torch import Tensor
 
 from ..cameras import Cameras, get_rays
-from .config import RenderConfig, RenderConfigError, check_render_config
-from .rays import intersect_aabb, intersect_sphere, stratified_samples
+from .config import RenderConfig, check_render_config
+from .rays import intersect_aabb, intersect_sphere
+from .samplers import Sampler, StratifiedSampler
 from .shading import light_directions, shade
+from .volume import accumulate, render_weights
 
 _FLAT_KEYS = ("rgb", "opacity", "depth", "normal", "albedo")
-
-
-def resolve_backend(cfg: RenderConfig, device: torch.device) -> str:
-    """The backend actually used: ``torch`` (batched [rays, samples]); ``nerfacc`` is not wired yet."""
-    if cfg.backend in ("auto", "torch"):
-        return "torch"
-    if device.type != "cuda":
-        raise RenderConfigError("render.backend='nerfacc' (packed samples, OccGridEstimator) needs CUDA; use 'auto' or 'torch' on CPU")
-    raise RenderConfigError("render.backend='nerfacc' is not implemented yet; use 'auto' or 'torch'")
 
 
 def _field_samples(field, x: Tensor, need_normals: bool) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -39,6 +32,11 @@ def _field_samples(field, x: Tensor, need_normals: bool) -> tuple[Tensor, Tensor
     return sigma, albedo, field.normals(x)
 
 
+def _scatter(values: dict[str, Tensor | None], idx: Tensor, R: int) -> dict[str, Tensor | None]:
+    """Rows of the rays ``idx`` into zeros for all R rays (out of place, differentiable)."""
+    return {k: None if v is None else v.new_zeros((R,) + v.shape[1:]).index_put((idx,), v) for k, v in values.items()}
+
+
 def render_rays(
     field,
     background,
@@ -49,65 +47,63 @@ def render_rays(
     light: Tensor | None,
     need_normals: bool,
     stratified: bool,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None,
+    sampler: Sampler,
 ) -> dict[str, Tensor | None]:
     """Render flat rays. origins, dirs, light (unit, towards the light): (R, 3).
 
     Returns:
-        rgb, albedo, normal (R, 3); opacity, depth (R, 1); weights (R, S); sample_normals (R, S, 3) or None.
+        rgb, albedo, normal (R, 3); opacity, depth (R, 1); per sample: weights, sample_normals
+        (or None) and ray_indices: (R, S), (R, S, 3), None for batched samples; (N,), (N, 3),
+        (N,) for packed ones.
     """
-    R, S = origins.shape[0], cfg.num_samples
+    R = origins.shape[0]
     bound = float(field.bound)
     near, far, hit = (intersect_sphere if cfg.ray_bounds == "sphere" else intersect_aabb)(origins, dirs, bound)
     idx = hit.nonzero().squeeze(-1)
     all_hit = idx.shape[0] == R
     # Only rays that enter the scene are sampled and sent to the field (empty space costs nothing).
     o, d = (origins, dirs) if all_hit else (origins[idx], dirs[idx])
-    t_starts, t_ends, t_samples = stratified_samples(
-        near if all_hit else near[idx], far if all_hit else far[idx], S, stratified, generator
-    )
-    x = (o[:, None, :] + t_samples[..., None] * d[:, None, :]).reshape(-1, 3)
+    samples = sampler.sample(o, d, near if all_hit else near[idx], far if all_hit else far[idx], field.density, stratified, generator)
+    ray_indices, n_hit = samples.ray_indices, samples.n_rays
+    x = samples.points(o, d)
     if cfg.ray_bounds == "aabb":
         x = x.clamp(-bound, bound)  # the slab test can leave samples a rounding error outside
-    n_hit = o.shape[0]
     threshold = cfg.normal_weight_threshold
     sigma, albedo, normals = _field_samples(field, x, need_normals and threshold <= 0)
-    sigma, albedo = sigma.reshape(n_hit, S), albedo.reshape(n_hit, S, 3)
-    weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, sigma)
+    shape = samples.t_starts.shape
+    sigma, albedo = sigma.reshape(shape), albedo.reshape(shape + (3,))
+    weights = render_weights(samples.t_starts, samples.t_ends, sigma, ray_indices, n_hit)
     if need_normals and threshold > 0:
         # Normals cost 3-6 extra field evaluations each, so only samples that are visible
         # (w_i > threshold) get them; the rest contribute < threshold each to any output.
         keep = (weights.detach() > threshold).reshape(-1).nonzero().squeeze(-1)
         normals = x.new_zeros(x.shape).index_put((keep,), field.normals(x[keep]))
-    normals = None if normals is None else normals.reshape(n_hit, S, 3)
+    normals = None if normals is None else normals.reshape(shape + (3,))
     if shading != "albedo":
-        l = light if all_hit else light[idx]
-        colours = shade(albedo, normals, l[:, None, :], shading, cfg.ambient, cfg.diffuse)
+        colours = shade(albedo, normals, samples.per_sample(light if all_hit else light[idx]), shading, cfg.ambient, cfg.diffuse)
     else:
         colours = albedo
-    w = weights[..., None]
-    out = {
-        "rgb": (w * colours).sum(1),
-        "albedo": (w * albedo).sum(1),
-        "opacity": weights.sum(1, keepdim=True),
-        "depth": (weights * t_samples).sum(1, keepdim=True),
-        "normal": (w * normals).sum(1) if normals is not None else torch.zeros_like(o),
-        "weights": weights,
-        "sample_normals": normals,
-    }
-    if not all_hit:  # scatter back to all rays (out of place, differentiable); misses are empty
-        for key, value in out.items():
-            if value is not None:
-                full = value.new_zeros((R,) + value.shape[1:])
-                out[key] = full.index_put((idx,), value)
+    values = {"rgb": colours, "albedo": albedo, "depth": samples.t_samples[..., None], "normal": normals}
+    out, opacity = accumulate(weights, values, ray_indices, n_hit)
+    out["opacity"] = opacity
+    if normals is None:
+        out["normal"] = torch.zeros_like(o)
+    per_sample = {"weights": weights, "sample_normals": normals}
+    if not all_hit:  # back to all rays (misses are empty); packed samples only need their ray's index
+        out = _scatter(out, idx, R)
+        if samples.packed:
+            ray_indices = idx[ray_indices]
+        else:
+            per_sample = _scatter(per_sample, idx, R)
     bg = background(dirs)
     out["rgb"] = out["rgb"] + (1.0 - out["opacity"]) * bg
     out["albedo"] = out["albedo"] + (1.0 - out["opacity"]) * bg
-    return out
+    return {**out, **per_sample, "ray_indices": ray_indices}
 
 
 def camera_rays(cameras, cfg: RenderConfig, shading: str, light_dir, resolution, generator, need_normals):
-    """Flat rays of B views and their per-ray light direction (shared by the batched and packed renderers).
+    """Flat rays of B views and their per-ray light direction.
 
     Returns:
         res, origins (B*res*res, 3), unit dirs (B*res*res, 3), light (B*res*res, 3) or None for
@@ -137,6 +133,7 @@ def render(
     generator: torch.Generator | None = None,
     stratified: bool = True,
     need_normals: bool | None = None,
+    sampler: Sampler | None = None,
 ) -> dict[str, Tensor | None]:
     """Render B views of ``field`` composited over ``background``.
 
@@ -152,28 +149,35 @@ def render(
         generator: for stratified jitter and random lights.
         stratified: jitter samples in their bins (training); midpoints otherwise.
         need_normals: compute normals for albedo shading too; default ``cfg.need_normals``.
+        sampler: rays -> samples; default ``StratifiedSampler(cfg.num_samples)`` (``build_sampler``
+            gives the one ``cfg.backend`` picks).
 
     Returns:
         rgb (B, 3, H, W) in [0, 1] over the background; albedo (B, 3, H, W) over the background;
         opacity (B, 1, H, W); depth (B, 1, H, W) (expected distance, sum w_i t_i, 0 where empty);
-        normal (B, 3, H, W) (world, sum w_i n_i, zeros if not computed); weights (B*H*W, S);
-        sample_normals (B*H*W, S, 3) or None; ray_dirs (B*H*W, 3).
+        normal (B, 3, H, W) (world, sum w_i n_i, zeros if not computed); ray_dirs (B*H*W, 3);
+        per sample: weights, sample_normals (or None), ray_indices: (B*H*W, S), (B*H*W, S, 3),
+        None for a batched sampler; (N,), (N, 3), (N,) (indices into the B*H*W rays) for a packed one.
     """
     check_render_config(cfg)
-    resolve_backend(cfg, cameras.c2w.device)
+    sampler = StratifiedSampler(cfg.num_samples) if sampler is None else sampler
     res, origins, dirs, light, need = camera_rays(cameras, cfg, shading, light_dir, resolution, generator, need_normals)
     B = len(cameras)
     R = origins.shape[0]
     if torch.is_grad_enabled() or R <= cfg.chunk_size:
-        flat = render_rays(field, background, origins, dirs, cfg, shading, light, need, stratified, generator)
+        flat = render_rays(field, background, origins, dirs, cfg, shading, light, need, stratified, generator, sampler)
     else:
+        starts = range(0, R, cfg.chunk_size)
         parts = [
             render_rays(
                 field, background, origins[i : i + cfg.chunk_size], dirs[i : i + cfg.chunk_size], cfg, shading,
-                None if light is None else light[i : i + cfg.chunk_size], need, stratified, generator,
+                None if light is None else light[i : i + cfg.chunk_size], need, stratified, generator, sampler,
             )
-            for i in range(0, R, cfg.chunk_size)
+            for i in starts
         ]
+        if sampler.packed:  # a chunk's ray indices count from its first ray
+            for i, p in zip(starts, parts):
+                p["ray_indices"] = p["ray_indices"] + i
         flat = {k: None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def image(v: Tensor) -> Tensor:
@@ -181,5 +185,5 @@ def render(
 
     out = {k: image(flat[k]) for k in _FLAT_KEYS}
     out["rgb"] = out["rgb"].clamp(0.0, 1.0)
-    out.update(weights=flat["weights"], sample_normals=flat["sample_normals"], ray_dirs=dirs)
+    out.update(weights=flat["weights"], sample_normals=flat["sample_normals"], ray_indices=flat["ray_indices"], ray_dirs=dirs)
     return out
