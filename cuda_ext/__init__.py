@@ -3,7 +3,7 @@
 The C++/CUDA sources ship next to this file and are compiled lazily, on first use, with
 ``torch.utils.cpp_extension.load`` (cached under ``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``); importing this module never compiles. The pure-PyTorch
-reference twin of every kernel is ``sds3d.fields._torch_impl._<kernel name>``.
+reference twin of every kernel is ``sds3d.cuda_ext._torch_impl._<kernel name>`` (beside it, gsplat's layout).
 
 This package is a leaf: it imports only torch. Falling back to the twin when the build is
 impossible is the caller's choice (``sds3d.fields.encoding`` does it, with one warning).
@@ -144,7 +144,7 @@ def _require() -> ModuleType:
 def hash_grid_encode(
     x: Tensor, embeddings: Tensor, offsets: Tensor | Sequence[int], resolutions: Tensor | Sequence[int]
 ) -> Tensor:
-    """Multi-resolution hash encoding, fused (twin: ``sds3d.fields._torch_impl._hash_grid_encode``).
+    """Multi-resolution hash encoding, fused (twin: ``sds3d.cuda_ext._torch_impl._hash_grid_encode``).
 
     Args:
         x: positions, clamped to [0, 1] (zero gradient where clamped). Shape: (N, 3).

@@ -1,6 +1,6 @@
 // Per-point math of the multi-resolution hash encoding (Instant-NGP, Mueller et al. 2022, Sec. 3),
 // shared by the CPU implementation (hash_grid_cpu.cpp) and the CUDA one (hash_grid_cuda.cu).
-// Reference twin: sds3d/fields/_torch_impl.py::_hash_grid_encode (same semantics, same names).
+// Reference twin: _hash_grid_encode in _torch_impl.py, this folder (same semantics, same names).
 #pragma once
 
 #include <cmath>

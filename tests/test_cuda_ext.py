@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sds3d import cuda_ext
-from sds3d.fields._torch_impl import HASH_PRIMES, _gather_dense_level, _hash_grid_encode, level_is_dense
+from sds3d.cuda_ext._torch_impl import HASH_PRIMES, _gather_dense_level, _hash_grid_encode, level_is_dense
 
 torch.set_num_threads(1)
 

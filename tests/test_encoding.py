@@ -10,7 +10,7 @@ import torch
 
 from sds3d import cuda_ext
 from sds3d.fields import encoding
-from sds3d.fields._torch_impl import _gather_dense_level, _hash_grid_encode, level_is_dense
+from sds3d.cuda_ext._torch_impl import _gather_dense_level, _hash_grid_encode, level_is_dense
 from sds3d.fields.encoding import EncodingConfigError, HashGridConfig, HashGridEncoding, level_resolutions, select_backend
 
 torch.set_num_threads(1)
