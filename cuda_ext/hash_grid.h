@@ -35,7 +35,7 @@ template <typename scalar_t>
 struct Voxel {
   int64_t cell[3];     // lower corner, min(floor(pos), R - 1)
   scalar_t frac[3];    // pos - cell, in [0, 1]
-  bool inside[3];      // 0 <= x_k <= 1, i.e. the clamp passes the gradient (torch.clamp's rule)
+  bool inside[3];      // 0 <= x_k <= 1: the clamp passes the gradient on the closed cube (_torch_impl.py's rule)
 };
 
 template <typename scalar_t>
