@@ -1,9 +1,10 @@
 """sds3d.cuda_ext: our fused multi-resolution hash-encoding kernel (CPU C++ and CUDA).
 
 The C++/CUDA sources ship next to this file and are compiled lazily, on first use, with
-``torch.utils.cpp_extension.load`` (cached under ``TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``); importing this module never compiles. The pure-PyTorch
-reference twin of every kernel is ``sds3d.fields._torch_impl._<kernel name>``.
+``torch.utils.cpp_extension.load`` into a folder named by a digest of the sources, torch and the
+flags, under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``; see ``_build.py``);
+importing this module never compiles. The pure-PyTorch reference twin of every kernel is
+``sds3d.cuda_ext._torch_impl._<kernel name>``, beside it (gsplat's layout).
 
 This package is a leaf: it imports only torch. Falling back to the twin when the build is
 impossible is the caller's choice (``sds3d.fields.encoding`` does it, with one warning).
@@ -12,7 +13,6 @@ impossible is the caller's choice (``sds3d.fields.encoding`` does it, with one w
 from __future__ import annotations
 
 import logging
-import sys
 import os
 import threading
 from collections.abc import Sequence
@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._build import build_extension
+
 __all__ = ["build", "load", "is_available", "build_error", "hash_grid_encode", "MAX_LEVELS"]
 
 logger = logging.getLogger(__name__)
@@ -31,8 +33,6 @@ logger = logging.getLogger(__name__)
 MAX_LEVELS = 64
 
 _SOURCE_DIR = Path(__file__).resolve().parent
-_CPU_SOURCES = ["bindings.cpp", "hash_grid_cpu.cpp"]
-_CUDA_SOURCES = ["hash_grid_cuda.cu"]
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -40,42 +40,19 @@ _error: str | None = None
 
 
 def build(with_cuda: bool | None = None, verbose: bool = False) -> ModuleType:
-    """Compiles (or loads from the cache) the extension and returns it; raises on failure.
+    """Compiles (or loads from its build folder) the extension and returns it; raises on failure.
+
+    The build folder is named by a digest of the sources, torch and the flags (``_build.py``), so
+    checkouts and venvs never rebuild each other's kernel; a real compile prints one line first.
 
     Args:
         with_cuda: also compile the CUDA target (needs nvcc and a CUDA build of torch; no GPU
             is needed to compile). Default: ``torch.cuda.is_available()``.
         verbose: print the compiler commands.
     """
-    from torch.utils import cpp_extension  # imported here: it is slow to import
-
     if with_cuda is None:
         with_cuda = torch.cuda.is_available()
-    name = "sds3d_hash_grid_cuda" if with_cuda else "sds3d_hash_grid_cpu"
-    try:  # say so when this is a real compile (tens of seconds), not a cache hit
-        cached = (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists()
-    except Exception:  # noqa: BLE001 -- private helper; only decides whether to print a notice
-        cached = True
-    if not cached:
-        print(f"sds3d: compiling the cuda_ext hash-grid kernel ({name}), once per machine: ~30 s", file=sys.stderr, flush=True)
-    sources = [str(_SOURCE_DIR / name) for name in _CPU_SOURCES]
-    cflags = ["-O3", "-fopenmp"]  # -fopenmp: at::parallel_for is an inline OpenMP region in torch's headers
-    cuda_cflags = ["-O3"]
-    if with_cuda:
-        sources += [str(_SOURCE_DIR / name) for name in _CUDA_SOURCES]
-        cflags.append("-DSDS3D_WITH_CUDA")
-        cuda_cflags.append("-DSDS3D_WITH_CUDA")
-    return cpp_extension.load(
-        name=name,
-        sources=sources,
-        extra_include_paths=[str(_SOURCE_DIR)],
-        extra_cflags=cflags,
-        extra_cuda_cflags=cuda_cflags,
-        # libgomp: the OpenMP runtime torch itself loaded (same soname, so one runtime in the process).
-        extra_ldflags=["-lgomp"],
-        with_cuda=with_cuda,
-        verbose=verbose,
-    )
+    return build_extension(_SOURCE_DIR, with_cuda, verbose)
 
 
 def load() -> ModuleType | None:
@@ -144,7 +121,7 @@ def _require() -> ModuleType:
 def hash_grid_encode(
     x: Tensor, embeddings: Tensor, offsets: Tensor | Sequence[int], resolutions: Tensor | Sequence[int]
 ) -> Tensor:
-    """Multi-resolution hash encoding, fused (twin: ``sds3d.fields._torch_impl._hash_grid_encode``).
+    """Multi-resolution hash encoding, fused (twin: ``sds3d.cuda_ext._torch_impl._hash_grid_encode``).
 
     Args:
         x: positions, clamped to [0, 1] (zero gradient where clamped). Shape: (N, 3).

@@ -1,6 +1,6 @@
 // Per-point math of the multi-resolution hash encoding (Instant-NGP, Mueller et al. 2022, Sec. 3),
 // shared by the CPU implementation (hash_grid_cpu.cpp) and the CUDA one (hash_grid_cuda.cu).
-// Reference twin: sds3d/fields/_torch_impl.py::_hash_grid_encode (same semantics, same names).
+// Reference twin: _hash_grid_encode in _torch_impl.py, this folder (same semantics, same names).
 #pragma once
 
 #include <cmath>
@@ -35,7 +35,7 @@ template <typename scalar_t>
 struct Voxel {
   int64_t cell[3];     // lower corner, min(floor(pos), R - 1)
   scalar_t frac[3];    // pos - cell, in [0, 1]
-  bool inside[3];      // 0 <= x_k <= 1, i.e. the clamp passes the gradient (torch.clamp's rule)
+  bool inside[3];      // 0 <= x_k <= 1: the clamp passes the gradient on the closed cube (_torch_impl.py's rule)
 };
 
 template <typename scalar_t>

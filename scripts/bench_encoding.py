@@ -17,7 +17,7 @@ import time
 import torch
 
 from sds3d import cuda_ext
-from sds3d.fields._torch_impl import _hash_grid_encode
+from sds3d.cuda_ext._torch_impl import _hash_grid_encode
 from sds3d.fields.encoding import HashGridConfig, HashGridEncoding
 
 LAYOUTS = {"mixed": (16, 2048), "hashed": (96, 4096)}

@@ -30,14 +30,19 @@ fi
 # cuda_ext is a leaf (imports only torch), so it is loaded straight from the source tree.
 "$venv/bin/python" - "$repo/cuda_ext/__init__.py" <<'PY'
 import importlib.util
+import os
 import sys
 import time
 
 import torch
 
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, GPU available: {torch.cuda.is_available()}")
-spec = importlib.util.spec_from_file_location("sds3d_cuda_ext_check", sys.argv[1])
+# As a package (it has submodules), under a name of its own.
+spec = importlib.util.spec_from_file_location(
+    "sds3d_cuda_ext_check", sys.argv[1], submodule_search_locations=[os.path.dirname(sys.argv[1])]
+)
 cuda_ext = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = cuda_ext
 spec.loader.exec_module(cuda_ext)
 start = time.perf_counter()
 module = cuda_ext.build(with_cuda=True, verbose=True)

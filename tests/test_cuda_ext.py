@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sds3d import cuda_ext
-from sds3d.fields._torch_impl import HASH_PRIMES, _gather_dense_level, _hash_grid_encode, level_is_dense
+from sds3d.cuda_ext._torch_impl import HASH_PRIMES, _gather_dense_level, _hash_grid_encode, level_is_dense
 
 torch.set_num_threads(1)
 
@@ -38,7 +38,7 @@ def reference(x, embeddings, offsets, resolutions):
         start, size = offsets[level], offsets[level + 1] - offsets[level]
         table = embeddings[start : start + size]
         if level_is_dense(res, size):
-            outputs.append(_gather_dense_level(x.clamp(0.0, 1.0), table, res))
+            outputs.append(_gather_dense_level(x, table, res))
         else:
             outputs.append(_hash_grid_encode(x, table, torch.tensor([0, size]), torch.tensor([res])))
     return torch.cat(outputs, dim=-1)
@@ -134,10 +134,58 @@ def test_boundary_points_match_reference(ext):
     torch.testing.assert_close(y_f, y_r, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ge_f, ge_r, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gx_f, gx_r, rtol=1e-10, atol=1e-10)
-    # Clamped axes have zero gradient; x exactly 0 or 1 still passes it (torch.clamp's rule).
+    # The twin itself (grid_sample on the dense levels) agrees too, at x = 1 included.
+    y_t, ge_t, gx_t = grads(lambda x, e: _hash_grid_encode(x, e, torch.tensor(offsets), torch.tensor(resolutions)),
+                            x, embeddings, grad_out)
+    torch.testing.assert_close(y_f, y_t, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ge_f, ge_t, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx_f, gx_t, rtol=1e-10, atol=1e-10)
+    # Clamped axes have zero gradient; x exactly 0 or 1 still passes it (the closed cube is inside).
     outside = (x < 0) | (x > 1)
     assert (gx_f[outside] == 0).all()
     assert (gx_f[~outside] != 0).float().mean() > 0.9
+
+
+def vertex_row(c0: int, c1: int, c2: int, res: int, size: int) -> int:
+    """Table row of a vertex, written out independently of both implementations (Eq. 4 when hashed)."""
+    if level_is_dense(res, size):
+        return c0 + (res + 1) * (c1 + (res + 1) * c2)
+    return ((c0 * HASH_PRIMES[0]) ^ ((c1 * HASH_PRIMES[1]) % 2**32) ^ ((c2 * HASH_PRIMES[2]) % 2**32)) & (size - 1)
+
+
+@pytest.mark.parametrize("impl", ["twin", "kernel"])
+@pytest.mark.parametrize("res,size", [(4, 125), (8, 729), (32, 2**8)])  # dense, dense, hashed
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_x_gradient_convention_on_faces_and_bounds(request, impl, res, size, axis):
+    # The convention (cuda_ext/_torch_impl.py): the derivative of the trilinear polynomial of the
+    # point's cell, cells [k/R, (k+1)/R) with the last one closed; 0 outside the closed cube. With
+    # the other two coordinates on vertices the encoding is linear along `axis` between the two
+    # vertices of that cell, so the x-gradient is R (v(upper) - v(lower)), read off the table.
+    if impl == "kernel":
+        request.getfixturevalue("ext")
+    table = torch.randn(size, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(res + axis))
+    others = (3, 1)  # vertex coordinates of the two other axes
+    along = torch.tensor([k / res for k in range(res + 1)] + [-0.25, 1.25], dtype=torch.float64)
+    x = torch.empty(along.shape[0], 3, dtype=torch.float64)
+    x[:, axis] = along
+    for k, c in zip([a for a in range(3) if a != axis], others):
+        x[:, k] = c / res
+    x.requires_grad_()
+    if impl == "twin":
+        y = _hash_grid_encode(x, table, torch.tensor([0, size]), torch.tensor([res]))
+    else:
+        y = cuda_ext.hash_grid_encode(x, table, [0, size], [res])
+    gx, = torch.autograd.grad(y.sum(), x)
+
+    def value(c_axis: int) -> float:
+        c = [0, 0, 0]
+        c[axis] = c_axis
+        for k, o in zip([a for a in range(3) if a != axis], others):
+            c[k] = o
+        return float(table[vertex_row(*c, res, size), 0])
+
+    expected = [res * (value(min(k, res - 1) + 1) - value(min(k, res - 1))) for k in range(res + 1)] + [0.0, 0.0]
+    torch.testing.assert_close(gx[:, axis], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
 
 
 def test_hashed_vertex_reads_the_hashed_row(ext):

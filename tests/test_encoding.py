@@ -10,7 +10,7 @@ import torch
 
 from sds3d import cuda_ext
 from sds3d.fields import encoding
-from sds3d.fields._torch_impl import _gather_dense_level, _hash_grid_encode, level_is_dense
+from sds3d.cuda_ext._torch_impl import _clamp_to_unit_cube, _gather_dense_level, _hash_grid_encode, level_is_dense
 from sds3d.fields.encoding import EncodingConfigError, HashGridConfig, HashGridEncoding, level_resolutions, select_backend
 
 torch.set_num_threads(1)
@@ -56,16 +56,35 @@ def test_twin_dense_fast_path_matches_corner_gathering():
     torch.testing.assert_close(g_fast, g_slow)
 
 
-def test_twin_dense_x_gradient_at_one_is_grid_sample_one_sided():
-    # Known, documented difference: at x == 1 exactly, grid_sample's zero padding gives the x-gradient
-    # -R * v(R) instead of R * (v(R) - v(R-1)) (the last cell, as the hashed levels and cuda_ext do).
+def test_twin_dense_fast_path_at_the_upper_bound_matches_corner_gathering():
+    # At x_k == 1 grid_sample's zero padding would give -R v(R); the twin mends those rows' gradient
+    # (to the last cell's slope, the gathering's) and keeps grid_sample's values: the values are
+    # bit-identical with and without x requiring grad, and first and second derivatives agree.
     res = 4
-    table = torch.randn((res + 1) ** 3, 1, dtype=torch.float64)
-    x = torch.tensor([[1.0, 0.5, 0.5]], dtype=torch.float64, requires_grad=True)
-    g_twin, = torch.autograd.grad(_hash_grid_encode(x, table, torch.tensor([0, 125]), torch.tensor([res])).sum(), x)
-    g_ref, = torch.autograd.grad(_gather_dense_level(x, table, res).sum(), x)
-    torch.testing.assert_close(g_twin[:, 1:], g_ref[:, 1:])
-    assert not torch.allclose(g_twin[:, 0], g_ref[:, 0])
+    table = torch.randn((res + 1) ** 3, 2, dtype=torch.float64)
+    offsets, resolutions = torch.tensor([0, table.shape[0]]), torch.tensor([res])
+    x = torch.tensor([[1.0, 0.5, 0.3], [0.2, 1.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.7, 0.1], [0.6, 0.2, 0.9]],
+                     dtype=torch.float64, requires_grad=True)
+    fast = _hash_grid_encode(x, table, offsets, resolutions)
+    slow = _gather_dense_level(x, table, res)
+    assert torch.equal(fast, _hash_grid_encode(x.detach(), table, offsets, resolutions))
+    torch.testing.assert_close(fast, slow)
+    weights = torch.randn_like(fast)
+    g_fast, = torch.autograd.grad((weights * fast).sum(), x, create_graph=True)
+    g_slow, = torch.autograd.grad((weights * slow).sum(), x, create_graph=True)
+    torch.testing.assert_close(g_fast, g_slow)
+    gg_fast, = torch.autograd.grad(g_fast.square().sum(), x)
+    gg_slow, = torch.autograd.grad(g_slow.square().sum(), x)
+    torch.testing.assert_close(gg_fast, gg_slow)
+
+
+def test_twin_clamp_passes_the_gradient_on_the_closed_cube():
+    # The rule is the twin's own (torch's clamp changed its gradient at the bounds in 2.14).
+    x = torch.tensor([-0.5, 0.0, 0.25, 1.0, 1.5], dtype=torch.float64, requires_grad=True)
+    y = _clamp_to_unit_cube(x)
+    assert torch.equal(y, x.detach().clamp(0.0, 1.0))
+    g, = torch.autograd.grad(y.sum(), x)
+    assert g.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
 
 
 def test_twin_gradcheck_float64():

@@ -2,7 +2,7 @@ import torch
 
 from sds3d.cameras import CameraConfig, sample_cameras
 from sds3d.toyworld import world
-from sds3d.toyworld.judge import judge
+from sds3d.toyworld.judge import colour_scores, judge
 from sds3d.toyworld.render import render
 
 
@@ -20,12 +20,24 @@ def test_judge_recognises_ground_truth_renders_with_noise():
     assert hits / total >= 0.95
 
 
-def test_judge_does_not_recognise_a_blank_or_grey_blob_as_the_prompt_colour():
-    # A grey disc has no hue: its chromaticity is equidistant from nothing in particular, but it
-    # must not be called "a red cube" (the control for unconditional runs).
+def test_judge_gives_a_grey_blob_no_colour_with_confidence():
+    # A grey disc has no hue (the control for unconditional runs): its colour scores are its
+    # chromaticity (1/3, 1/3, 1/3)'s distances to the world's colours, all far larger than the
+    # distance of any ground-truth render to its own colour, so no colour claims it with confidence.
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     disc = (((yy - 15.5) ** 2 + (xx - 15.5) ** 2) < 81).float()
-    grey = 1 - 0.5 * disc[None, None].expand(1, 3, 32, 32)
-    colour, shape = judge(grey)[0]
-    assert shape == "sphere"
+    greys = torch.stack([1 - level * disc.expand(3, 32, 32) for level in (0.2, 0.5, 0.9)])
+    table = world.colour_table()
+    expected = -torch.cdist(torch.full((1, 3), 1 / 3), table / table.sum(-1, keepdim=True))
+    scores = colour_scores(greys)
+    torch.testing.assert_close(scores, expected.expand(3, -1), atol=1e-4, rtol=0)
+
+    g = torch.Generator().manual_seed(1)
+    own = []
+    for shape in world.SHAPES:
+        for i, colour in enumerate(world.COLOURS):
+            images, _ = render(shape, world.colour_rgb(colour), sample_cameras(CameraConfig(), 4, generator=g))
+            own.append(-colour_scores(images)[:, i])
+    assert -scores.max() > 3 * torch.cat(own).max()
+    assert [shape for _, shape in judge(greys)] == ["sphere"] * 3
     assert judge(torch.ones(0, 3, 32, 32)) == []

@@ -1,6 +1,6 @@
 """Multi-resolution hash-grid encoding (Instant-NGP) behind one module with several backends.
 
-Backends: ``torch`` (pure PyTorch, ``_torch_impl._hash_grid_encode``, runs everywhere),
+Backends: ``torch`` (pure PyTorch, ``sds3d.cuda_ext._torch_impl._hash_grid_encode``, runs everywhere),
 ``cuda_ext`` (our fused C++/CUDA kernel, ``sds3d.cuda_ext``), ``tcnn`` (tiny-cuda-nn on CUDA).
 ``auto`` picks tcnn if importable and on CUDA, else cuda_ext if it builds, else torch; the choice
 is logged once per device type (``select_backend`` gives it with the reason, for ``sds3d doctor``).
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._torch_impl import _hash_grid_encode
+from sds3d.cuda_ext._torch_impl import _hash_grid_encode
 
 logger = logging.getLogger(__name__)
 

@@ -112,11 +112,16 @@ def trunc_exp(x: Tensor) -> Tensor:
 
 def volsdf_density(neg_sdf: Tensor, beta: float | Tensor) -> Tensor:
     """sigma = alpha * Psi_beta(-d) with alpha = 1 / beta, Psi_beta the Laplace CDF (VolSDF Eq. 2-3)."""
-    # 0.5 exp(s / beta) for s <= 0, 1 - 0.5 exp(-s / beta) for s > 0; each exp sees a clamped s so
-    # the unused branch stays finite (torch.where would still backpropagate its inf * 0 = nan).
-    inside = 0.5 * torch.exp(neg_sdf.clamp(max=0.0) / beta)
-    outside = 1.0 - 0.5 * torch.exp(-neg_sdf.clamp(min=0.0) / beta)
-    return torch.where(neg_sdf <= 0, inside, outside) / beta
+    # 0.5 exp(s / beta) for s <= 0, 1 - 0.5 exp(-s / beta) for s > 0. Each exp sees s cut at 0 so
+    # the unused branch stays finite (torch.where would still backpropagate its inf * 0 = nan). The
+    # cut is a torch.where, not a clamp: where's gradient goes to the branch it selects, so at s = 0
+    # it is the inner branch's, the Laplace density 1 / (2 beta), whereas clamp's gradient at its
+    # bound is a convention that changed between torch releases (2.13: 1, 2.14: 0). s > 0 tests
+    # false for nan, which therefore stays nan.
+    positive = neg_sdf > 0
+    inside = 0.5 * torch.exp(torch.where(positive, 0.0, neg_sdf) / beta)
+    outside = 1.0 - 0.5 * torch.exp(-torch.where(positive, neg_sdf, 0.0) / beta)
+    return torch.where(positive, outside, inside) / beta
 
 
 def density_blob(x: Tensor, kind: str, scale: float, std: float, radius: float = 0.5) -> Tensor:

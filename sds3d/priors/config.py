@@ -1,7 +1,7 @@
 """How a prior is loaded and run (precision, attention, memory options): a small typed config.
 
-The lead composes it into ``RunConfig`` as ``prior:``; until then ``load_prior`` uses these
-defaults, which are the right ones for Stable Diffusion on CUDA and for anything on CPU.
+``RunConfig`` composes it as ``prior:``; the defaults are the right ones for Stable Diffusion on
+CUDA and for anything on CPU.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ def colour_scores(images: Tensor) -> Tensor:
     """Negative chromaticity distance to each world colour. (B,3,H,W) -> (B, n_colours)."""
     images = _prepare(images)
     w = foreground(images)[:, None]  # (B,1,H,W)
-    rgb = (images * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1e-6)  # mean foreground colour
-    # Remove the white background blended into edge pixels: c = a*albedo*s + (1-a), so subtract (1-a).
+    # Foreground colour without the white background blended into edge pixels: c = a*albedo*s + (1-a),
+    # so albedo*s is the least-squares fit of c - (1-a) = a * (albedo*s) over the pixels.
     rgb = ((images - (1 - w)) * w).sum((2, 3)) / (w * w).sum((2, 3)).clamp(min=1e-6)
     chroma = rgb.clamp(min=1e-4) / rgb.clamp(min=1e-4).sum(-1, keepdim=True)
     table = world.colour_table()
