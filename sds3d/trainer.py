@@ -23,7 +23,7 @@ from .checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint
 from .config import RunConfig, lr_factor, to_yaml
 from .fields.background import Background
 from .fields.nerf import NeRFField
-from .guidance import PromptProcessor, SDSGuidance
+from .guidance import PromptProcessor, build_guidance
 from .priors import load_prior
 from .render import render, sample_shading
 from .render.losses import opacity_entropy_loss, opacity_loss, orientation_loss
@@ -139,7 +139,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
 
         check_vocabulary(cfg.prompt)
     prompts = PromptProcessor(prior, cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent_prompts, cfg.camera)
-    guidance = SDSGuidance(cfg.guidance, prior)
+    guidance = build_guidance(cfg.guidance, prior)
 
     # The 3D representation and its optimiser.
     field, background = build_scene(cfg, device)
@@ -200,7 +200,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int |
 
                 # SDS on the render (one batched prior call), plus regularisers.
                 text = prompts(cams.azimuth_deg, cams.elevation_deg)
-                losses = guidance(out["rgb"], text, step, generator=generator, cameras=cams.view_angles)
+                losses = guidance(out["rgb"], text, step, cameras=cams, generator=generator)
                 if t.lambda_orient > 0:
                     losses["loss_orient"] = (
                         orientation_loss(out["weights"], out["sample_normals"], out["ray_dirs"]) if packed is None
