@@ -74,14 +74,14 @@ class SDSGuidance(Guidance):
             positive, negatives, neg_weights = perp_neg_embeddings(emb, c.perp_neg_f_fs, c.perp_neg_f_sf, c.perp_neg_f_sb, c.perp_neg_f_fsb)
             K = len(negatives) // B
             # Rows: positive, uncond (samples 0..B-1 each), then K negatives per sample (sample-major).
-            rows = torch.cat([torch.arange(B), torch.arange(B), torch.arange(B).repeat_interleave(K)])
-            eps = self.prior.predict_eps(x_t[rows], t[rows], Condition.cat([positive, emb.uncond, negatives]),
-                                         None if cameras is None else cameras[rows])
+            cams = None if cameras is None else cameras[torch.cat([torch.arange(B).repeat(2), torch.arange(B).repeat_interleave(K)])]
+            eps = self.prior.predict_eps(torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]), torch.cat([t, t, t.repeat_interleave(K)]),
+                                         Condition.cat([positive, emb.uncond, negatives]), cams)
             eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
             return perp_neg_guidance(eps_u, eps_c, eps_neg, neg_weights, c.scale)
-        rows = torch.arange(B).repeat(2)
+        cams = None if cameras is None else cameras[torch.arange(B).repeat(2)]
         eps_c, eps_u = self.prior.predict_eps(
-            x_t[rows], t[rows], Condition.cat([emb.cond, emb.uncond]), None if cameras is None else cameras[rows]
+            torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([emb.cond, emb.uncond]), cams
         ).chunk(2)
         return classifier_free_guidance(eps_u, eps_c, c.scale)
 
