@@ -6,9 +6,6 @@ same folder layout as a downloaded SD 1.x/2.x is loaded by the same code path.
 """
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 

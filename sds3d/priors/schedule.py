@@ -131,7 +131,6 @@ class NoiseSchedule(Schedule):
 
         config = dict(config)
         ddpm = DDPMScheduler.from_config(config)
-        self.config = config
         self.prediction_type = ddpm.config.prediction_type
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unknown prediction_type {self.prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
