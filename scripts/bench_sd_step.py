@@ -61,13 +61,13 @@ def bench_tiny(args) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_sd_prior import build_tiny_sd
 
-    from sds3d.guidance import GuidanceConfig, PromptProcessor, SDSGuidance
+    from sds3d.guidance import GuidanceConfig, PromptProcessor, build_guidance
     from sds3d.priors import PriorConfig, load_prior
 
     with tempfile.TemporaryDirectory() as tmp:
         prior = load_prior(str(build_tiny_sd(Path(tmp) / "tiny")), cfg=PriorConfig(warn_cpu=False))
     processor = PromptProcessor(prior, "a red cube", "blurry")
-    guidance = SDSGuidance(GuidanceConfig(scale=100.0), prior)
+    guidance = build_guidance(GuidanceConfig(scale=100.0), prior)
     emb = processor(torch.tensor([30.0]), torch.tensor([10.0]))
     gen = torch.Generator().manual_seed(0)
     rgb = torch.rand(1, 3, 64, 64, requires_grad=True)

@@ -58,7 +58,7 @@ def main() -> None:
             if args.cameras:
                 cams = sample_cameras(world.camera_config(), args.n, generator=g)
                 texts = [make_prompt(colour, shape, v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg)]
-                cameras = cams.view_angles if prior.camera_conditioned else None
+                cameras = cams if prior.camera_conditioned else None
             images = sample_images(prior, texts, guidance_scale=scale, num_inference_steps=args.steps, generator=g,
                                    cameras=cameras)
             verdicts = judge(images)

@@ -31,7 +31,7 @@ FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 @torch.no_grad()
 def restoring_force(prior, x_img, gt_img, texts, cameras, scale, n=16, seed=0, masks=None):
-    """r per t fraction (and per mask) of renders x_img towards gt_img. Images (B, 3, H, W) in [0, 1]."""
+    """r per t fraction (and per mask) of renders x_img towards gt_img. Images (B, 3, H, W) in [0, 1]; B cameras."""
     from sds3d.priors.sampling import mean_denoised
 
     x, x_gt = prior.encode_images(x_img), prior.encode_images(gt_img)
@@ -90,7 +90,7 @@ def main() -> None:
     texts = [make_prompt(colour, shape, v) for v in view_labels(azimuth, elevation)]
     header = "t / T      " + " ".join(f"{f:>6.1f}" for f in FRACTIONS)
     print(header)
-    for k, r in restoring_force(prior, x_img, gt_img, texts, cams.view_angles, cfg.guidance.scale, masks=masks).items():
+    for k, r in restoring_force(prior, x_img, gt_img, texts, cams, cfg.guidance.scale, masks=masks).items():
         print(f"run {k:<6} " + " ".join(f"{v:6.2f}" for v in r))
 
     # Reference: the same truth inflated by 0.07 (a clean, oversized render of the right shape).
@@ -101,7 +101,7 @@ def main() -> None:
         inflated, _ = toy_render.render(shape, albedo, cams_gt)
     finally:
         toy_render.sdf, toy_render.bounding_radius = sdf, bounding_radius
-    r = restoring_force(prior, inflated, gt_img, texts, cams.view_angles, cfg.guidance.scale)["all"]
+    r = restoring_force(prior, inflated, gt_img, texts, cams, cfg.guidance.scale)["all"]
     print("inflated   " + " ".join(f"{v:6.2f}" for v in r))
 
 

@@ -44,7 +44,7 @@ def fit_to_ground_truth(field, shape: str, albedo: torch.Tensor, volsdf: bool, s
     return float(loss)
 
 
-def posterior_means(prior, images: torch.Tensor, texts: list[str], cameras: torch.Tensor, scale: float,
+def posterior_means(prior, images: torch.Tensor, texts: list[str], cameras, scale: float,
                     fractions=(0.1, 0.3, 0.5, 0.7, 0.9), n: int = 32, seed: int = 0) -> list[torch.Tensor]:
     """Mean over n noise draws of the CFG estimate x0_hat at t = f T, per image, as images in [0, 1]."""
     from sds3d.priors.sampling import mean_denoised
@@ -103,7 +103,7 @@ def main() -> None:
     prior = load_prior(cfg.guidance.pretrained, device="cpu", cfg=cfg.prior)
     fractions = (0.1, 0.3, 0.5, 0.7, 0.9)
     texts = [make_prompt(colour, shape, v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg)]
-    means = posterior_means(prior, truth, texts, cams.view_angles, cfg.guidance.scale, fractions)
+    means = posterior_means(prior, truth, texts, cams, cfg.guidance.scale, fractions)
     for f, m in zip(fractions, means):
         print(f"t = {f:.1f} T: mean |x0_hat - ground truth| = {(m - truth).abs().mean():.4f}")
     rows = [torch.cat(list(truth), -1)] + [torch.cat(list(m), -1) for m in means]

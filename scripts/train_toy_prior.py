@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sds3d.priors.train_toy import main as train_prior
+from sds3d.toyworld.train_prior import main as train_prior
 
 CAMERA_STAGES = [("cam-1", 2000, 5e-4), ("cam-2", 2000, 1e-3), ("cam-3", 4000, 1e-3), ("cam-4", 4000, 1e-3)]
 

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train-prior"]:  # its own options (argparse REMAINDER drops leading --flags)
-        from .priors.train_toy import main as train_toy_main
+        from .toyworld.train_prior import main as train_toy_main
 
         train_toy_main(argv[1:])
         return 0

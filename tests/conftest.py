@@ -17,7 +17,7 @@ def build_tiny_pixel_prior(folder: Path, seed: int = 0) -> Path:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from sds3d.priors.toy_unet import ToyUNet
-    from sds3d.priors.train_toy import build_tokenizer
+    from sds3d.toyworld.train_prior import build_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(TEXT_LEN, folder.parent / f"{folder.name}-tokenizer-src")

@@ -7,7 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from sds3d.cameras import make_cameras
 from sds3d.priors.base import Prior
+from sds3d.priors.condition import Condition
+from sds3d.priors.schedule import NoiseSchedule
 
 
 
@@ -24,21 +27,19 @@ restoring_force = _load_script("restoring_force")
 class ExactPrior(Prior):
     """The exact denoiser of a distribution concentrated on one image x* (for every text)."""
 
-    resolution, latent, num_train_timesteps = 4, False, 1000
+    resolution, latent, latent_shape = 4, False, (3, 4, 4)
+    alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
 
     def __init__(self, x_star):
         super().__init__()
+        self.schedule = NoiseSchedule({"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02})
         self.dummy = nn.Parameter(torch.zeros(1))
         self.x_star = x_star
 
-    @property
-    def alphas_cumprod(self):
-        return torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
-
     def encode_prompts(self, prompts):
-        return torch.zeros(len(prompts), 1, 1)
+        return Condition(torch.zeros(len(prompts), 1, 1))
 
-    def predict_noise(self, x_t, t, embeddings, cameras=None):
+    def _predict(self, x_t, t, cond, cameras):
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_star = self.x_star.repeat(x_t.shape[0] // self.x_star.shape[0], 1, 1, 1)
         return (x_t - abar.sqrt() * x_star) / (1 - abar).sqrt()
@@ -58,7 +59,8 @@ def test_restoring_force_is_the_fraction_of_the_way_to_the_truth(target, expecte
     prior = ExactPrior(star * 2 - 1)
     mask = torch.zeros(2, 1, 4, 4)
     mask[..., :2] = 1.0
-    rows = restoring_force.restoring_force(prior, x_img, gt_img, ["a", "b"], torch.zeros(2, 2), scale=1.0, n=3, masks={"left": mask})
+    cams = make_cameras(torch.zeros(2), torch.zeros(2), 2.5, 40.0)
+    rows = restoring_force.restoring_force(prior, x_img, gt_img, ["a", "b"], cams, scale=1.0, n=3, masks={"left": mask})
     for r in rows["all"] + rows["left"]:
         assert r == pytest.approx(expected, abs=1e-4)
 

@@ -6,9 +6,6 @@ same folder layout as a downloaded SD 1.x/2.x is loaded by the same code path.
 """
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -25,12 +22,12 @@ TEXT_LEN = 16  # tokenizer.model_max_length of the tiny pipeline (SD: 77)
 LATENT = 8  # UNet sample_size; the VAE halves once, so renders are resized to 16x16
 
 
-def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
+def build_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
     """A random-weight SD-layout pipeline (~2M parameters) saved into ``folder``."""
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from sds3d.priors.train_toy import build_tokenizer
+    from sds3d.toyworld.train_prior import build_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(TEXT_LEN, folder.parent / f"{folder.name}-tokenizer-src")
@@ -50,7 +47,7 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         norm_num_groups=8, sample_size=2 * LATENT,
     )
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, steps_offset=1)  # as in SD 1.x/2.x scheduler_config.json
+                              clip_sample=False, steps_offset=1, prediction_type=prediction_type)  # as in SD 1.x/2.x scheduler_config.json
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder)
@@ -78,7 +75,8 @@ def test_loads_as_latent_prior_fp32_on_cpu(prior):
     assert prior.device == torch.device("cpu")
     # scaled_linear betas: sqrt(beta) linear from sqrt(0.00085) to sqrt(0.012) (SD's schedule)
     betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    torch.testing.assert_close(prior.alphas_cumprod.double(), torch.cumprod(1 - betas, 0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(prior.schedule.alphas_cumprod.double(), torch.cumprod(1 - betas, 0), rtol=1e-5, atol=1e-6)
+    assert prior.schedule.prediction_type == "epsilon" and prior.latent_shape == (4, LATENT, LATENT)
 
 
 def test_sdpa_attention_and_vae_slicing_applied(prior):
@@ -108,7 +106,7 @@ def test_fp16_on_cpu_is_a_user_error(tiny_sd):
 
 
 def test_encode_prompts_shape_and_text_dependence(prior):
-    emb = prior.encode_prompts(["a red cube", "", "a red cube"])
+    emb = prior.encode_prompts(["a red cube", "", "a red cube"]).tokens
     assert emb.shape == (3, TEXT_LEN, 32) and not emb.requires_grad
     torch.testing.assert_close(emb[0], emb[2])
     assert (emb[0] - emb[1]).abs().max() > 1e-3
@@ -165,10 +163,11 @@ def _sds(prior, cfg, rgb, processor, azimuth=(10.0, 190.0)):
 def test_one_batched_unet_call_per_step(counting, perp_neg):
     processor = PromptProcessor(counting, "a red cube", "blurry")
     rgb = torch.rand(2, 3, 16, 16)
-    _sds(counting, GuidanceConfig(scale=100.0, perp_neg=perp_neg), rgb, processor)
-    assert len(counting.unet.calls) == 1
+    calls, rows = counting.calls, counting.rows
+    out = _sds(counting, GuidanceConfig(scale=100.0, perp_neg=perp_neg), rgb, processor)
+    assert len(counting.unet.calls) == 1 and counting.calls == calls + 1 and out["prior_calls"].item() == 1.0
     x_t, t, emb = counting.unet.calls[0]
-    assert x_t.shape[0] == (2 * 2 if not perp_neg else 2 * 2 + 2 * 2)  # Perp-Neg: 2 negatives per side/back view
+    assert x_t.shape[0] == counting.rows - rows == (2 * 2 if not perp_neg else 4 * 2)  # Perp-Neg: 2 negatives per view
 
 
 def test_cfg_and_negative_prompt_in_the_latent_gradient(counting, monkeypatch):
@@ -192,12 +191,12 @@ def test_cfg_and_negative_prompt_in_the_latent_gradient(counting, monkeypatch):
     x_t, t, emb = counting.unet.calls[0]
     B = 2
     # The negative prompt is the unconditional half; the conditional half holds the view prompts.
-    torch.testing.assert_close(emb[B:], processor.embedding("blurry").expand(B, -1, -1))
-    torch.testing.assert_close(emb[0], processor.embedding("a red cube, front view"))
-    torch.testing.assert_close(emb[1], processor.embedding("a red cube, back view"))
+    torch.testing.assert_close(emb[B:], processor.embedding("blurry").tokens.expand(B, -1, -1))
+    torch.testing.assert_close(emb[:1], processor.embedding("a red cube, front view").tokens)
+    torch.testing.assert_close(emb[1:2], processor.embedding("a red cube, back view").tokens)
     with torch.no_grad():
         eps_c, eps_u = counting.unet.inner(x_t, t, encoder_hidden_states=emb).sample.chunk(2)
-    abar = counting.alphas_cumprod[t[:B]].view(B, 1, 1, 1)
+    abar = counting.schedule.alphas_cumprod[t[:B]].view(B, 1, 1, 1)
     eps = (x_t[:B] - abar.sqrt() * x.detach()) / (1 - abar).sqrt()  # invert x_t = sqrt(abar) x + sqrt(1-abar) eps
     expected = (1 - abar) * (eps_u + s * (eps_c - eps_u) - eps) / B
     torch.testing.assert_close(x.grad, expected, rtol=1e-3, atol=1e-5)
@@ -320,9 +319,9 @@ def test_cuda_fp16_channels_last_and_text_encoder_offload(tiny_sd):
     assert conv.is_contiguous(memory_format=torch.channels_last)
     assert next(p.text_encoder.parameters()).device.type == "cpu"
     emb = p.encode_prompts(["a red cube", ""])
-    assert emb.device.type == "cuda" and next(p.text_encoder.parameters()).device.type == "cpu"
+    assert emb.tokens.device.type == "cuda" and next(p.text_encoder.parameters()).device.type == "cpu"
     x = p.encode_images(torch.rand(1, 3, 16, 16, device="cuda"))
-    eps = p.predict_noise(x, torch.tensor([500], device="cuda"), emb[:1])
+    eps = p.predict(x, torch.tensor([500], device="cuda"), emb[:1])
     assert eps.dtype == x.dtype == torch.float32 and torch.isfinite(eps).all()
 
 
@@ -378,5 +377,78 @@ def test_pixel_prior_folder_same_code_path_no_cpu_warning(tiny_sd, tmp_path, mon
     assert not p.latent and p.resolution == 8
     x = p.encode_images(torch.ones(1, 3, 8, 8))
     torch.testing.assert_close(x, torch.ones(1, 3, 8, 8))  # pixel prior: rgb * 2 - 1
-    eps = p.predict_noise(x, torch.tensor([10]), p.encode_prompts(["a red cube"]))
+    eps = p.predict(x, torch.tensor([10]), p.encode_prompts(["a red cube"]))
     assert eps.shape == x.shape and torch.isfinite(eps).all()
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_v(tmp_path_factory) -> Path:
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd-v") / "pipeline", prediction_type="v_prediction")
+
+
+@pytest.fixture
+def counting_v(tiny_sd_v):
+    p = load_prior(str(tiny_sd_v), cfg=PriorConfig(warn_cpu=False))
+    p.unet = CountingUNet(p.unet)
+    return p
+
+
+def test_v_prediction_prior_sds_gradient_uses_eps_from_v(counting_v, monkeypatch):
+    """A v-prediction UNet: eps_hat = sqrt(abar) v_hat + sqrt(1 - abar) x_t (Salimans & Ho 2022), recomputed here."""
+    assert counting_v.schedule.prediction_type == "v_prediction"
+    s, B = 7.5, 2
+    processor = PromptProcessor(counting_v, "a red cube", "blurry")
+    rgb = torch.rand(B, 3, 16, 16, requires_grad=True)
+    kept = {}
+    original = counting_v.encode_images
+
+    def encode_and_keep(images):
+        kept["x"] = x = original(images)
+        x.retain_grad()
+        return x
+
+    monkeypatch.setattr(counting_v, "encode_images", encode_and_keep)
+    _sds(counting_v, GuidanceConfig(scale=s), rgb, processor)["loss_sds"].backward()
+    x = kept["x"]
+    x_t, t, emb = counting_v.unet.calls[0]
+    with torch.no_grad():
+        v_c, v_u = counting_v.unet.inner(x_t, t, encoder_hidden_states=emb).sample.chunk(2)
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0)[t[:B]].view(B, 1, 1, 1).float()
+    x_t = x_t[:B]
+    eps = (x_t - abar.sqrt() * x.detach()) / (1 - abar).sqrt()
+    to_eps = lambda v: abar.sqrt() * v + (1 - abar).sqrt() * x_t
+    expected = (1 - abar) * (to_eps(v_u) + s * (to_eps(v_c) - to_eps(v_u)) - eps) / B
+    torch.testing.assert_close(x.grad, expected, rtol=1e-3, atol=1e-5)
+
+
+def test_v_prediction_prior_samples_like_diffusers_ddim(tiny_sd_v):
+    """sample_images on a v-prediction prior == a DDIMScheduler loop (diffusers' own v handling) on the same UNet."""
+    from diffusers import DDIMScheduler
+
+    from sds3d.priors.sampling import sample_images
+
+    p = load_prior(str(tiny_sd_v), cfg=PriorConfig(warn_cpu=False))
+    ours = sample_images(p, ["a red cube"], guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    scheduler = DDIMScheduler.from_pretrained(tiny_sd_v, subfolder="scheduler")
+    scheduler.set_timesteps(4)
+    with torch.no_grad():
+        emb = torch.cat([p.encode_prompts(["a red cube"]).tokens, p.encode_prompts([""]).tokens])
+        x = torch.randn((1, 4, LATENT, LATENT), generator=torch.Generator().manual_seed(0))
+        for t in scheduler.timesteps:
+            v_c, v_u = p.unet(torch.cat([x, x]), t, encoder_hidden_states=emb).sample.chunk(2)
+            x = scheduler.step(v_u + 3.0 * (v_c - v_u), t, x).prev_sample
+        ref = p.decode(x)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_sample_prediction_prior_is_a_one_line_error(tiny_sd, tmp_path):
+    import shutil
+
+    folder = tmp_path / "x0"
+    shutil.copytree(tiny_sd, folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"prediction_type": "sample"}))
+    with pytest.raises(PriorError, match="predicts 'sample'; sds3d supports epsilon and v_prediction") as e:
+        load_prior(str(folder), cfg=PriorConfig(warn_cpu=False))
+    assert "\n" not in str(e.value)

@@ -1,7 +1,8 @@
-"""SDS guidance: the gradient it produces, CFG, negative prompts, w(t), t schedules, Perp-Neg.
+"""SDS guidance: the gradient it produces, CFG, negative prompts, w(t), t schedules, Perp-Neg,
+prior call counting, the Guidance protocol and build_guidance.
 
-Expected values are recomputed here from the stub prior's recorded call (x_t, t, embeddings),
-independently of sds3d.guidance's internals.
+Expected values are recomputed here from the stub prior's recorded call (x_t, t, embeddings) and
+alpha-bar computed here (ALPHAS_CUMPROD), independently of sds3d.guidance's and the schedule's internals.
 """
 
 import math
@@ -10,41 +11,49 @@ import pytest
 import torch
 from torch import nn
 
+from sds3d.cameras import make_cameras
 from sds3d.guidance import (
+    GUIDANCE,
+    Guidance,
     GuidanceConfig,
+    GuidanceConfigError,
     PromptEmbeddings,
     SDSGuidance,
+    build_guidance,
     perp_neg_embeddings,
     perp_neg_guidance,
     perpendicular_component,
     timestep_bounds,
 )
 from sds3d.priors.base import Prior
+from sds3d.priors.condition import Condition
+from sds3d.priors.schedule import NoiseSchedule
 
 torch.set_num_threads(1)
 B, C, H = 3, 3, 8
 S, D = 2, 4
 PROJECTION = torch.randn(D, C * H * H, generator=torch.Generator().manual_seed(99)) / D
+# DDPM linear betas 1e-4..0.02, T = 1000 (Ho et al. 2020), computed here; the stub's schedule is built from the same config.
+ALPHAS_CUMPROD = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+LINEAR = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
 
 
 class StubPrior(Prior):
-    """Deterministic pixel prior: eps(x_t, t, y) = 0.1 x_t + P mean_S(y) + 1e-4 t; counts calls.
+    """Deterministic pixel prior: output(x_t, t, y) = 0.1 x_t + P mean_S(y) + 1e-4 t; records calls.
 
     P is a fixed random projection, so different texts push in different (non-parallel) directions.
+    The output is eps unless ``prediction_type`` says otherwise.
     """
 
-    resolution, latent, num_train_timesteps = H, False, 1000
+    resolution, latent, latent_shape = H, False, (C, H, H)
 
-    def __init__(self, nan_at: int | None = None):
+    def __init__(self, nan_at: int | None = None, prediction_type: str = "epsilon"):
         super().__init__()
+        self.schedule = NoiseSchedule(LINEAR | {"prediction_type": prediction_type})
         self.dummy = nn.Parameter(torch.zeros(1))
-        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.nan_at = nan_at
         self.last_x = None
-
-    @property
-    def alphas_cumprod(self):
-        return torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
 
     @staticmethod
     def eps_fn(x_t, t, emb):
@@ -54,10 +63,10 @@ class StubPrior(Prior):
     def encode_prompts(self, prompts):
         raise AssertionError("not used here")
 
-    def predict_noise(self, x_t, t, embeddings, cameras=None):
+    def _predict(self, x_t, t, cond, cameras):
         assert not torch.is_grad_enabled()
-        self.calls.append((x_t.clone(), t.clone(), embeddings.clone()))
-        out = self.eps_fn(x_t, t, embeddings)
+        self.records.append((x_t.clone(), t.clone(), cond.tokens.clone()))
+        out = self.eps_fn(x_t, t, cond.tokens)
         if self.nan_at is not None:
             out.view(-1)[self.nan_at] = float("nan")
             out.view(-1)[self.nan_at + 1] = float("inf")
@@ -79,7 +88,7 @@ def make_embeddings(azimuth=(10.0, 100.0, 200.0), elevation=(0.0, 0.0, 0.0), see
     view_emb = torch.randn(4, S, D, generator=g)
     az = torch.tensor(azimuth)
     labels = views or ["front" if (a % 360 < 45 or a % 360 >= 315) else "back" if 135 <= a % 360 < 225 else "side" for a in azimuth]
-    return PromptEmbeddings(cond, uncond, az, torch.tensor(elevation), labels, view_emb)
+    return PromptEmbeddings(Condition(cond), Condition(uncond), az, torch.tensor(elevation), labels, Condition(view_emb))
 
 
 def run(cfg, prior=None, emb=None, seed=0, step=0, rgb=None):
@@ -95,10 +104,10 @@ def run(cfg, prior=None, emb=None, seed=0, step=0, rgb=None):
 
 def recorded_eps(prior):
     """eps and alpha-bar recovered from the recorded x_t: eps = (x_t - sqrt(abar) x) / sqrt(1 - abar)."""
-    x_t, t, _ = prior.calls[0]
+    x_t, t, _ = prior.records[0]
     n = prior.last_x.shape[0]
     x_t, t = x_t[:n].double(), t[:n]
-    abar = prior.alphas_cumprod.double()[t].view(-1, 1, 1, 1)
+    abar = ALPHAS_CUMPROD.double()[t].view(-1, 1, 1, 1)
     x = prior.last_x.detach().double()
     return x_t, t, abar, (x_t - abar.sqrt() * x) / (1 - abar).sqrt()
 
@@ -115,8 +124,8 @@ def test_grad_equals_weighted_residual_over_batch(weighting):
     scale = 7.5
     prior, emb, out, _ = run(GuidanceConfig(weighting=weighting, scale=scale))
     x_t, t, abar, eps = recorded_eps(prior)
-    eps_c = StubPrior.eps_fn(x_t, t, emb.cond.double())
-    eps_u = StubPrior.eps_fn(x_t, t, emb.uncond.double())
+    eps_c = StubPrior.eps_fn(x_t, t, emb.cond.tokens.double())
+    eps_u = StubPrior.eps_fn(x_t, t, emb.uncond.tokens.double())
     eps_hat = eps_u + scale * (eps_c - eps_u)
     g = WEIGHTS[weighting](abar) * (eps_hat - eps)
     torch.testing.assert_close(prior.last_x.grad.double(), g / B, rtol=1e-4, atol=1e-5)
@@ -130,8 +139,8 @@ def test_cfg_formula_hand_computed():
     prior = StubPrior()
     prior.eps_fn = lambda x_t, t, emb: torch.ones_like(x_t) * emb[:, 0, 0].view(-1, 1, 1, 1)
     emb = make_embeddings()
-    emb.cond = torch.ones(B, S, D)
-    emb.uncond = torch.full((B, S, D), 0.2)
+    emb.cond = Condition(torch.ones(B, S, D))
+    emb.uncond = Condition(torch.full((B, S, D), 0.2))
     prior, _, _, _ = run(GuidanceConfig(scale=7.5, weighting="uniform"), prior, emb)
     _, _, _, eps = recorded_eps(prior)
     torch.testing.assert_close(prior.last_x.grad.double(), (6.2 - eps) / B, rtol=1e-4, atol=1e-5)
@@ -139,10 +148,11 @@ def test_cfg_formula_hand_computed():
 
 @pytest.mark.parametrize("perp_neg", [False, True])
 def test_exactly_one_prior_call(perp_neg):
-    prior, _, _, _ = run(GuidanceConfig(perp_neg=perp_neg))
-    assert len(prior.calls) == 1
-    x_t, t, e = prior.calls[0]
-    n = 4 * B if perp_neg else 2 * B
+    prior, _, out, _ = run(GuidanceConfig(perp_neg=perp_neg))
+    n = 4 * B if perp_neg else 2 * B  # [cond, uncond] or [positive, uncond, 2 negatives]
+    assert prior.calls == len(prior.records) == 1 and prior.rows == n
+    assert out["prior_calls"].item() == 1.0 and out["prior_calls"].ndim == 0
+    x_t, t, e = prior.records[0]
     assert x_t.shape[0] == t.shape[0] == e.shape[0] == n
     # the same x_t and t for every copy (Perp-Neg: the negatives' copies are sample-major)
     torch.testing.assert_close(x_t[B : 2 * B], x_t[:B])
@@ -154,21 +164,22 @@ def test_exactly_one_prior_call(perp_neg):
 
 def test_negative_prompt_used_as_uncond():
     prior, emb, _, _ = run(GuidanceConfig())
-    _, _, e = prior.calls[0]
-    torch.testing.assert_close(e[:B], emb.cond)
-    torch.testing.assert_close(e[B:], emb.uncond)
+    _, _, e = prior.records[0]
+    torch.testing.assert_close(e[:B], emb.cond.tokens)
+    torch.testing.assert_close(e[B:], emb.uncond.tokens)
 
 
 def test_scale_zero_is_unconditional():
     emb_a = make_embeddings(seed=0)
     emb_b = make_embeddings(seed=0)
-    emb_b.cond = torch.full_like(emb_b.cond, float("nan"))  # must not leak into the gradient
+    emb_b.cond = Condition(torch.full_like(emb_b.cond.tokens, float("nan")))  # must not leak into the gradient
     grads = []
     for emb in (emb_a, emb_b):
         prior, _, _, _ = run(GuidanceConfig(scale=0.0, weighting="sds"), emb=emb)
         x_t, t, abar, eps = recorded_eps(prior)
-        expected = (1 - abar) * (StubPrior.eps_fn(x_t, t, emb.uncond.double()) - eps) / B
+        expected = (1 - abar) * (StubPrior.eps_fn(x_t, t, emb.uncond.tokens.double()) - eps) / B
         torch.testing.assert_close(prior.last_x.grad.double(), expected, rtol=1e-4, atol=1e-5)
+        assert prior.rows == B  # the conditional half is not evaluated
         grads.append(prior.last_x.grad)
     torch.testing.assert_close(grads[0], grads[1])
 
@@ -226,7 +237,7 @@ def test_sampled_t_within_bounds(schedule, step):
     ts = []
     for seed in range(20):
         prior, _, out, _ = run(cfg, seed=seed, step=step)
-        ts.append(prior.calls[0][1])
+        ts.append(prior.records[0][1])
         assert (out["t_lo"].item(), out["t_hi"].item()) == (lo, hi)
     ts = torch.cat(ts)
     assert ts.min() >= lo and ts.max() <= hi
@@ -266,13 +277,15 @@ def f(p, r):
 
 def test_perp_neg_embeddings_by_view():
     emb = make_embeddings(azimuth=(0.0, 45.0, 180.0), views=["front", "front", "back"])
-    front, side, back, _ = emb.view_embeddings
+    front, side, back, _ = emb.view_embeddings.tokens
     pos, neg, w = perp_neg_embeddings(emb, F_FS, F_SF, F_SB, F_FSB)
+    assert len(pos) == B and len(neg) == 2 * B
+    pos, neg = pos.tokens, neg.tokens
     torch.testing.assert_close(pos[0], front)
     torch.testing.assert_close(pos[1], 0.5 * front + 0.5 * side)
     torch.testing.assert_close(pos[2], back)
-    torch.testing.assert_close(neg[0], torch.stack([front, side]))
-    torch.testing.assert_close(neg[2], torch.stack([side, front]))
+    torch.testing.assert_close(neg[0:2], torch.stack([front, side]))  # sample-major: rows 2b, 2b + 1
+    torch.testing.assert_close(neg[4:6], torch.stack([side, front]))
     expected_w = torch.tensor([[-f(F_FS, 1), -f(F_SF, 0)], [-f(F_FS, 0.5), -f(F_SF, 0.5)], [-f(F_SB, 0), -f(F_FSB, 0)]])
     torch.testing.assert_close(w, expected_w)
     assert w[2].tolist() == pytest.approx([-0.394, -1.967])
@@ -281,7 +294,7 @@ def test_perp_neg_embeddings_by_view():
 def test_perp_neg_overhead_has_no_negatives():
     emb = make_embeddings(azimuth=(30.0, 100.0, 250.0), elevation=(60.0, 0.0, 50.0), views=["overhead", "side", "overhead"])
     pos, _, w = perp_neg_embeddings(emb, F_FS, F_SF, F_SB, F_FSB)
-    torch.testing.assert_close(pos[0], emb.view_embeddings[3])
+    torch.testing.assert_close(pos.tokens[0], emb.view_embeddings.tokens[3])
     assert w[0].tolist() == [0.0, 0.0] and w[2].tolist() == [0.0, 0.0] and (w[1] != 0).all()
 
 
@@ -290,11 +303,11 @@ def test_perp_neg_sds_gradient():
     emb = make_embeddings(azimuth=(0.0, 90.0, 180.0), views=["front", "side", "back"])
     prior, _, _, _ = run(GuidanceConfig(perp_neg=True, scale=scale, weighting="sds"), emb=emb)
     x_t, t, abar, eps = recorded_eps(prior)
-    front, side, back, _ = emb.view_embeddings.double()
+    front, side, back, _ = emb.view_embeddings.tokens.double()
     pos = torch.stack([front, side, back])
     negs = [(front, side), (side, front), (side, front)]
     weights = [(-f(F_FS, 1), -f(F_SF, 0)), (-f(F_SB, 1), -f(F_FSB, 1)), (-f(F_SB, 0), -f(F_FSB, 0))]
-    eps_u = StubPrior.eps_fn(x_t, t, emb.uncond.double())
+    eps_u = StubPrior.eps_fn(x_t, t, emb.uncond.tokens.double())
     e_pos = StubPrior.eps_fn(x_t, t, pos) - eps_u
     eps_hat = []
     for i in range(B):
@@ -311,9 +324,9 @@ def test_perp_neg_sds_gradient():
 def test_perp_neg_scale_zero_is_unconditional():
     prior, emb, _, _ = run(GuidanceConfig(perp_neg=True, scale=0.0))
     x_t, t, abar, eps = recorded_eps(prior)
-    expected = (1 - abar) * (StubPrior.eps_fn(x_t, t, emb.uncond.double()) - eps) / B
+    expected = (1 - abar) * (StubPrior.eps_fn(x_t, t, emb.uncond.tokens.double()) - eps) / B
     torch.testing.assert_close(prior.last_x.grad.double(), expected, rtol=1e-4, atol=1e-5)
-    assert len(prior.calls) == 1
+    assert prior.calls == 1 and prior.rows == B
 
 
 def test_user_errors_are_value_errors():
@@ -346,10 +359,10 @@ class DiracPrior(StubPrior):
     SDS with scale s then pulls x to the fixed point x_u* + s (x_c* - x_u*), noise-free.
     """
 
-    def predict_noise(self, x_t, t, embeddings, cameras=None):
-        self.calls.append((x_t.clone(), t.clone(), embeddings.clone()))
-        abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        x_star = embeddings.reshape(x_t.shape)
+    def _predict(self, x_t, t, cond, cameras):
+        self.records.append((x_t.clone(), t.clone(), cond.tokens.clone()))
+        abar = ALPHAS_CUMPROD[t].view(-1, 1, 1, 1)
+        x_star = cond.tokens.reshape(x_t.shape)
         return (x_t - abar.sqrt() * x_star) / (1 - abar).sqrt()
 
 
@@ -358,7 +371,7 @@ def test_sds_optimisation_reaches_the_cfg_fixed_point(scale):
     g = torch.Generator().manual_seed(0)
     x_c = (torch.rand(2, 3, 4, 4, generator=g) - 0.5) * 0.8
     x_u = (torch.rand(2, 3, 4, 4, generator=g) - 0.5) * 0.2
-    emb = PromptEmbeddings(x_c.reshape(2, 1, -1), x_u.reshape(2, 1, -1), torch.zeros(2), torch.zeros(2), ["front"] * 2)
+    emb = PromptEmbeddings(Condition(x_c.reshape(2, 1, -1)), Condition(x_u.reshape(2, 1, -1)), torch.zeros(2), torch.zeros(2), ["front"] * 2)
     rgb = torch.full((2, 3, 4, 4), 0.5, requires_grad=True)
     prior = DiracPrior()
     guidance = SDSGuidance(GuidanceConfig(scale=scale, t_min=0.2, t_max=0.8), prior)
@@ -370,7 +383,7 @@ def test_sds_optimisation_reaches_the_cfg_fixed_point(scale):
         opt.step()
     expected = x_u + scale * (x_c - x_u)
     torch.testing.assert_close(rgb.detach() * 2 - 1, expected, rtol=0, atol=1e-4)
-    assert len(prior.calls) == 100
+    assert prior.calls == 100
 
 
 class CameraStubPrior(StubPrior):
@@ -385,31 +398,69 @@ class CameraStubPrior(StubPrior):
     def camera_conditioned(self):
         return self.conditioned
 
-    def predict_noise(self, x_t, t, embeddings, cameras=None):
-        self.cameras.append(None if cameras is None else cameras.clone())
-        return super().predict_noise(x_t, t, embeddings)
+    def _predict(self, x_t, t, cond, cameras):
+        self.cameras.append(cameras)
+        return super()._predict(x_t, t, cond, cameras)
 
 
 @pytest.mark.parametrize("perp_neg", [False, True])
 def test_cameras_reach_every_branch_of_a_camera_conditioned_prior(perp_neg):
-    views = torch.tensor([[0.0, 10.0], [30.0, 100.0], [60.0, 200.0]])
+    cams = make_cameras(torch.tensor([10.0, 100.0, 200.0]), torch.tensor([0.0, 30.0, 60.0]), 2.5, 40.0)
+    views = torch.tensor([[0.0, 10.0], [30.0, 100.0], [60.0, 200.0]])  # (elevation, azimuth) of each render
     emb = make_embeddings(azimuth=(10.0, 100.0, 200.0), elevation=(0.0, 30.0, 60.0))
     prior = CameraStubPrior()
     guidance = SDSGuidance(GuidanceConfig(perp_neg=perp_neg), prior)
-    guidance(torch.rand(B, C, H, H, requires_grad=True), emb, step=0, generator=torch.Generator().manual_seed(0), cameras=views)
+    guidance(torch.rand(B, C, H, H, requires_grad=True), emb, step=0, cameras=cams, generator=torch.Generator().manual_seed(0))
     assert len(prior.cameras) == 1  # still one prior call
     sent = prior.cameras[0]
-    n_branches = prior.calls[0][0].shape[0] // B
-    assert sent.shape == (prior.calls[0][0].shape[0], 2)
+    n_branches = prior.records[0][0].shape[0] // B
+    assert len(sent) == prior.records[0][0].shape[0]
+    angles = sent.view_angles
     # Conditional and unconditional halves see the same cameras, in the order of their samples.
-    assert torch.equal(sent[:B], views) and torch.equal(sent[B : 2 * B], views)
+    assert torch.equal(angles[:B], views) and torch.equal(angles[B : 2 * B], views)
+    assert torch.equal(sent.c2w[B : 2 * B], cams.c2w)
     if perp_neg:
-        assert n_branches > 2 and torch.equal(sent[2 * B :], views.repeat_interleave(n_branches - 2, dim=0))
+        assert n_branches > 2 and torch.equal(angles[2 * B :], views.repeat_interleave(n_branches - 2, dim=0))
 
 
 def test_cameras_are_not_sent_to_a_prior_without_camera_conditioning():
     prior = CameraStubPrior(conditioned=False)
     guidance = SDSGuidance(GuidanceConfig(), prior)
-    guidance(torch.rand(B, C, H, H, requires_grad=True), make_embeddings(), step=0, generator=torch.Generator().manual_seed(0),
-             cameras=torch.zeros(B, 2))
+    cams = make_cameras(torch.zeros(B), torch.zeros(B), 2.5, 40.0)
+    guidance(torch.rand(B, C, H, H, requires_grad=True), make_embeddings(), step=0, cameras=cams, generator=torch.Generator().manual_seed(0))
     assert prior.cameras == [None]
+
+
+def test_v_prediction_prior_gets_eps_from_its_schedule():
+    """The stub's output as v: eps_hat = sqrt(abar) v_hat + sqrt(1 - abar) x_t (Salimans & Ho 2022), CFG on v."""
+    scale = 7.5
+    prior, emb, _, _ = run(GuidanceConfig(scale=scale), prior=StubPrior(prediction_type="v_prediction"))
+    x_t, t, abar, eps = recorded_eps(prior)
+    v_c = StubPrior.eps_fn(x_t, t, emb.cond.tokens.double())
+    v_u = StubPrior.eps_fn(x_t, t, emb.uncond.tokens.double())
+    v_hat = v_u + scale * (v_c - v_u)
+    eps_hat = abar.sqrt() * v_hat + (1 - abar).sqrt() * x_t
+    torch.testing.assert_close(prior.last_x.grad.double(), (1 - abar) * (eps_hat - eps) / B, rtol=1e-4, atol=1e-5)
+
+
+def test_guidance_protocol_holds_no_prior_state():
+    prior = StubPrior()
+    guidance = SDSGuidance(GuidanceConfig(), prior)
+    assert isinstance(guidance, Guidance) and guidance.prior is prior
+    assert guidance.param_groups() == [] and dict(guidance.state_dict()) == {}
+    prior.eval()
+    guidance.train()  # the trainer's mode switches never reach the shared, frozen prior
+    assert not prior.training and list(guidance.children()) == []
+
+
+def test_build_guidance_from_the_registry():
+    prior = StubPrior()
+    assert GUIDANCE == {"sds": SDSGuidance}
+    guidance = build_guidance(GuidanceConfig(method="sds", scale=3.0), prior)
+    assert type(guidance) is SDSGuidance and guidance.cfg.scale == 3.0 and guidance.prior is prior
+    with pytest.raises(GuidanceConfigError) as e:
+        build_guidance(GuidanceConfig(method="sdss"), prior)
+    assert str(e.value) == "guidance.method='sdss' is unknown; did you mean 'sds'? (one of sds)"
+    assert issubclass(GuidanceConfigError, ValueError)
+    with pytest.raises(GuidanceConfigError, match="weighting"):  # the estimator still checks its settings
+        build_guidance(GuidanceConfig(weighting="sdss"), prior)

@@ -27,19 +27,58 @@ def test_shipped_prior_is_small_and_in_diffusers_layout():
 
 def test_interface_shapes(toy):
     assert not toy.latent and toy.resolution == 32 and toy.num_train_timesteps == 1000
-    abar = toy.alphas_cumprod
+    assert toy.schedule.prediction_type == "epsilon" and toy.latent_shape == (3, 32, 32) and toy.camera_conditioned
+    abar = toy.schedule.alphas_cumprod
     assert abar.shape == (1000,) and abar.dtype == torch.float32 and bool((abar[1:] < abar[:-1]).all())
     emb = toy.encode_prompts(["a red cube", ""])
-    assert emb.shape[0] == 2 and emb.ndim == 3 and not emb.requires_grad
-    assert not torch.allclose(emb[0], emb[1])
+    assert len(emb) == 2 and emb.tokens.ndim == 3 and emb.pooled is None and not emb.tokens.requires_grad
+    assert not torch.allclose(emb.tokens[0], emb.tokens[1])
     rgb = torch.rand(2, 3, 64, 64, requires_grad=True)
     x = toy.encode_images(rgb)
     assert x.shape == (2, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
     x.sum().backward()
     assert rgb.grad is not None and rgb.grad.abs().sum() > 0
-    eps = toy.predict_noise(x.detach(), torch.tensor([10, 900]), emb)
+    calls, rows = toy.calls, toy.rows
+    eps = toy.predict(x.detach(), torch.tensor([10, 900]), emb)
     assert eps.shape == x.shape and torch.isfinite(eps).all()
+    assert (toy.calls, toy.rows) == (calls + 1, rows + 2)
     assert all(not p.requires_grad for p in toy.parameters())
+
+
+def test_predict_embeds_the_cameras_view_angles(toy):
+    """The toy UNet's camera input is (elevation, azimuth) in degrees of each Cameras row; None is the null camera."""
+    from sds3d.cameras import make_cameras
+
+    cams = make_cameras(torch.tensor([30.0, 200.0]), torch.tensor([10.0, 50.0]), 2.5, 40.0)
+    x_t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t, cond = torch.tensor([300, 600]), toy.encode_prompts(["a red cube, front view", "a red cube, back view"])
+    with torch.no_grad():
+        out = toy.predict(x_t, t, cond, cameras=cams)
+        angles = torch.tensor([[10.0, 30.0], [50.0, 200.0]])
+        assert torch.equal(out, toy.unet(x_t, t, encoder_hidden_states=cond.tokens, camera=angles).sample)
+        assert torch.equal(toy.predict(x_t, t, cond), toy.unet(x_t, t, encoder_hidden_states=cond.tokens).sample)
+        assert not torch.allclose(out, toy.predict(x_t, t, cond, cameras=cams[[1, 0]]), atol=1e-4)
+
+
+def test_predict_rejects_mismatched_rows(toy):
+    with pytest.raises(ValueError, match="x_t has 2 rows but t 2, cond 1"):
+        toy.predict(torch.zeros(2, 3, 32, 32), torch.tensor([1, 2]), toy.encode_prompts(["a red cube"]))
+
+
+def test_toy_dataset_captions_cameras_and_renders_agree():
+    from sds3d.cameras import view_labels
+    from sds3d.toyworld import world
+    from sds3d.toyworld.dataset import build_dataset
+    from sds3d.toyworld.render import render
+
+    data = build_dataset(images_per_pair=2, seed=0)
+    n = 2 * len(world.SHAPES) * len(world.COLOURS)
+    assert len(data) == len(data.prompts) == len(data.base_prompts) == len(data.cameras) == n
+    views = view_labels(data.cameras.azimuth_deg, data.cameras.elevation_deg)
+    assert all(p == f"{b}, {v} view" for p, b, v in zip(data.prompts, data.base_prompts, views))
+    assert data.base_prompts[0] == f"a {world.COLOURS[0]} {world.SHAPES[0]}"
+    rgb, _ = render(world.SHAPES[0], world.colour_rgb(world.COLOURS[0]), data.cameras[:2])
+    torch.testing.assert_close(data.images[:2], rgb * 2 - 1)  # each render is of its own caption and camera
 
 
 def test_sampling_is_deterministic_with_a_seed(toy):
@@ -127,7 +166,7 @@ def test_toy_priors_are_recognised_by_their_pipeline_class(tmp_path):
 
 
 def test_train_prior_init_from_a_folder_without_weights_is_a_one_line_error(tmp_path, capsys):
-    from sds3d.priors.train_toy import main
+    from sds3d.toyworld.train_prior import main
 
     with pytest.raises(SystemExit) as e:
         main(["--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "w")])
@@ -141,7 +180,7 @@ def test_train_prior_fine_tune_records_its_lineage(tmp_path):
     """A two-step training, then a camera fine-tune of it: training.json nests the parent's recipe."""
     import json
 
-    from sds3d.priors.train_toy import main
+    from sds3d.toyworld.train_prior import main
 
     tiny = ["--steps", "2", "--images-per-pair", "1", "--batch-size", "4", "--threads", "1", "--ckpt-every", "0"]
     main(tiny + ["--out", str(tmp_path / "base"), "--work-dir", str(tmp_path / "w1")])
@@ -157,7 +196,7 @@ def test_train_prior_fine_tune_records_its_lineage(tmp_path):
 @pytest.mark.parametrize("args, says", [(["--lr", "0"], "--lr"), (["--ckpt-every", "-1"], "--ckpt-every"),
                                         (["--camera-dropout", "1.5"], "--camera-dropout"), (["--steps", "0"], "--steps")])
 def test_train_prior_bad_numbers_are_one_line_errors(tmp_path, capsys, args, says):
-    from sds3d.priors.train_toy import main
+    from sds3d.toyworld.train_prior import main
 
     with pytest.raises(SystemExit) as e:
         main(args + ["--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "w")])

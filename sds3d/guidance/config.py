@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WEIGHTINGS = ("sds", "uniform", "fantasia3d")
+from sds3d.priors.schedule import WEIGHTINGS
 T_SCHEDULES = ("constant", "linear", "sqrt", "step")
 GRAD_CLIP_MODES = ("norm", "value")
 
@@ -21,14 +21,16 @@ class GuidanceConfigError(ValueError):
 class GuidanceConfig:
     """Score Distillation Sampling settings (DreamFusion Sec. 3, Eq. 3).
 
+    method: the estimator (``build_guidance``'s registry): sds.
     t bounds: t ~ U{round(t_lo * T), ..., round(t_hi * T)} with T = prior.num_train_timesteps.
     ``t_schedule`` anneals (t_lo, t_hi) from (t_min, t_max) to (t_min_end, t_max_end) over the
     steps [anneal_start, anneal_end] with progress p in [0, 1]: constant: no annealing; linear: p;
     sqrt: sqrt(p) (fast early decrease); step: a jump from start to end values at anneal_end.
     ``t_min_end = None`` keeps t_min fixed.
 
-    Weighting w(t) (abar = alphas_cumprod[t]): sds: 1 - abar (DreamFusion); uniform: 1;
-    fantasia3d: sqrt(abar) * (1 - abar) (Fantasia3D, as in threestudio's "fantasia").
+    Weighting w(t) (``prior.schedule.weight``; abar = alphas_cumprod[t]): sds: 1 - abar
+    (DreamFusion); uniform: 1; fantasia3d: sqrt(abar) * (1 - abar) (Fantasia3D, as in
+    threestudio's "fantasia").
 
     grad_clip: None, or a bound applied to g = w(t)(eps_hat - eps) before the loss. mode "norm"
     rescales each sample's g so its L2 norm is <= grad_clip; mode "value" clamps every element
@@ -40,6 +42,7 @@ class GuidanceConfig:
     side/front negatives for |azimuth| >= 90.
     """
 
+    method: str = "sds"
     pretrained: str = "toy"
     scale: float = 7.5
     negative_prompt: str = ""

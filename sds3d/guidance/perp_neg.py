@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sds3d.priors.condition import Condition
+
 from .prompts import VIEWS, PromptEmbeddings, PromptError
 
 _FRONT, _SIDE, _BACK, _OVERHEAD = (VIEWS.index(v) for v in ("front", "side", "back", "overhead"))
@@ -42,39 +44,48 @@ def perp_neg_embeddings(
     f_sf: tuple[float, float, float],
     f_sb: tuple[float, float, float],
     f_fsb: tuple[float, float, float],
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Positive, negative embeddings and negative weights per view (threestudio's scheme).
+) -> tuple[Condition, Condition, Tensor]:
+    """Positive, negative conditions and negative weights per view (threestudio's scheme).
 
     With a = |azimuth| in [0, 180] (azimuth shifted to (-180, 180]):
     overhead views: positive = overhead prompt, no negatives (weights 0);
     a < 90: r = 1 - a / 90, positive = r front + (1 - r) side, negatives (front, side) with
     weights (-f_fs(r), -f_sf(1 - r)); a >= 90: r = 2 - a / 90, positive = r side + (1 - r) back,
     negatives (side, front) with weights (-f_sb(r), -f_fsb(r)); f(r) = a exp(-b r) + c.
+    Every part of the condition (tokens, pooled, extras) is mixed and selected alike.
 
     Returns:
-        positive (B, S, D), negatives (B, 2, S, D), negative weights (B, 2).
+        positive (B rows), negatives (2 B rows, sample-major: rows 2b, 2b + 1 are sample b's),
+        negative weights (B, 2).
     """
     if emb.view_embeddings is None:
         raise PromptError("Perp-Neg needs view-dependent prompts; set guidance.view_dependent_prompts=true")
-    V = emb.view_embeddings  # (4, S, D)
-    a = ((emb.azimuth_deg.to(V.device, torch.float32) + 180.0) % 360.0 - 180.0).abs()  # (B,)
-    overhead = torch.tensor([v == "overhead" for v in emb.views], device=V.device)
+    V = emb.view_embeddings  # 4 rows, VIEWS order
+    device = V.tokens.device
+    a = ((emb.azimuth_deg.to(device, torch.float32) + 180.0) % 360.0 - 180.0).abs()  # (B,)
+    overhead = torch.tensor([v == "overhead" for v in emb.views], device=device)
     front_side = a < 90.0
     r = torch.where(front_side, 1.0 - a / 90.0, 2.0 - a / 90.0)  # (B,)
 
-    def mix(i: int, j: int) -> Tensor:  # r * V[i] + (1 - r) * V[j], (B, S, D)
-        rr = r.to(V.dtype)[:, None, None]
-        return rr * V[i] + (1.0 - rr) * V[j]
+    def per_sample(mask: Tensor, v: Tensor) -> Tensor:  # (B,) -> (B, 1, ..., 1) against rows of v
+        return mask.view(-1, *([1] * (v.ndim - 1)))
 
-    positive = torch.where(front_side[:, None, None], mix(_FRONT, _SIDE), mix(_SIDE, _BACK))
-    positive = torch.where(overhead[:, None, None], V[_OVERHEAD].expand_as(positive), positive)
-    neg0 = torch.where(front_side[:, None, None], V[_FRONT], V[_SIDE])  # (B, S, D)
-    neg1 = torch.where(front_side[:, None, None], V[_SIDE], V[_FRONT])
-    negatives = torch.stack([neg0, neg1], dim=1)  # (B, 2, S, D)
+    def positive(v: Tensor) -> Tensor:  # v: the 4 view rows of one part, (4, ...)
+        rr = per_sample(r.to(v.dtype), v)
+        fs = per_sample(front_side, v)
+        mixed = torch.where(fs, rr * v[_FRONT] + (1.0 - rr) * v[_SIDE], rr * v[_SIDE] + (1.0 - rr) * v[_BACK])
+        return torch.where(per_sample(overhead, v), v[_OVERHEAD].expand_as(mixed), mixed)
+
+    def negatives(v: Tensor) -> Tensor:
+        fs = per_sample(front_side, v)
+        neg0 = torch.where(fs, v[_FRONT], v[_SIDE])  # (B, ...)
+        neg1 = torch.where(fs, v[_SIDE], v[_FRONT])
+        return torch.stack([neg0, neg1], dim=1).flatten(0, 1)
+
     w0 = torch.where(front_side, -shifted_exponential_decay(*f_fs, r), -shifted_exponential_decay(*f_sb, r))
     w1 = torch.where(front_side, -shifted_exponential_decay(*f_sf, 1.0 - r), -shifted_exponential_decay(*f_fsb, r))
     weights = torch.stack([w0, w1], dim=1) * (~overhead).to(r.dtype)[:, None]  # (B, 2)
-    return positive, negatives, weights
+    return V.map(positive), V.map(negatives), weights
 
 
 def perp_neg_guidance(eps_u: Tensor, eps_c: Tensor, eps_neg: Tensor, neg_weights: Tensor, scale: float) -> Tensor:

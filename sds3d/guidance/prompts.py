@@ -14,6 +14,7 @@ from torch import Tensor
 
 from sds3d.cameras import CameraConfig, view_labels
 from sds3d.priors.base import Prior
+from sds3d.priors.condition import Condition
 
 #: View names in the order of ``PromptEmbeddings.view_embeddings``.
 VIEWS: tuple[str, ...] = ("front", "side", "back", "overhead")
@@ -30,34 +31,34 @@ def view_prompt(prompt: str, view: str) -> str:
 
 @dataclass
 class PromptEmbeddings:
-    """Text embeddings for a batch of B views.
+    """Text conditions for a batch of B views.
 
     Attributes:
-        cond: embeddings of each view's prompt. Shape: (B, S, D).
-        uncond: embeddings of the negative prompt ("" = unconditional). Shape: (B, S, D).
+        cond: the condition of each view's prompt (B rows).
+        uncond: the negative prompt's condition ("" = unconditional), B rows.
         azimuth_deg: camera azimuths in [0, 360). Shape: (B,).
         elevation_deg: camera elevations. Shape: (B,).
         views: the view label of each camera (front/side/back/overhead).
-        view_embeddings: the four view prompts' embeddings in ``VIEWS`` order, None when
-            prompts are not view dependent (Perp-Neg needs them). Shape: (4, S, D).
+        view_embeddings: the four view prompts' conditions in ``VIEWS`` order (4 rows), None when
+            prompts are not view dependent (Perp-Neg needs them).
     """
 
-    cond: Tensor
-    uncond: Tensor
+    cond: Condition
+    uncond: Condition
     azimuth_deg: Tensor
     elevation_deg: Tensor
     views: list[str]
-    view_embeddings: Tensor | None = None
+    view_embeddings: Condition | None = None
 
     def __len__(self) -> int:
-        return self.cond.shape[0]
+        return len(self.cond)
 
 
 class PromptProcessor:
     """Encodes a prompt, its view variants and the negative prompt once; serves them per camera.
 
     All distinct texts go through ONE ``prior.encode_prompts`` call at construction; calls after
-    that only index cached tensors.
+    that only index the cached condition.
 
     Args:
         prior: the diffusion prior whose text encoder is used.
@@ -91,17 +92,17 @@ class PromptProcessor:
             texts += [view_prompt(self.prompt, v) for v in VIEWS]
         self.texts: list[str] = list(dict.fromkeys(texts))  # distinct, in first-seen order
         with torch.no_grad():
-            encoded = prior.encode_prompts(self.texts).detach()
-        if encoded.ndim != 3 or encoded.shape[0] != len(self.texts):
-            raise PromptError(f"prior.encode_prompts returned shape {tuple(encoded.shape)}; expected ({len(self.texts)}, S, D)")
+            encoded = prior.encode_prompts(self.texts)
+        if not isinstance(encoded, Condition) or len(encoded) != len(self.texts):
+            raise PromptError(f"prior.encode_prompts returned {type(encoded).__name__} for {len(self.texts)} texts; expected a Condition with one row per text")
         self._index = {text: i for i, text in enumerate(self.texts)}
-        self.embeddings: Tensor = encoded  # (len(texts), S, D)
-        self.view_embeddings: Tensor | None = (
+        self.embeddings: Condition = encoded  # one row per text
+        self.view_embeddings: Condition | None = (
             encoded[[self._index[view_prompt(self.prompt, v)] for v in VIEWS]] if view_dependent else None
         )
 
-    def embedding(self, text: str) -> Tensor:
-        """Cached embedding of one of ``self.texts``. Shape: (S, D)."""
+    def embedding(self, text: str) -> Condition:
+        """The cached condition of one of ``self.texts`` (one row)."""
         return self.embeddings[self._index[text]]
 
     def views(self, azimuth_deg: Tensor, elevation_deg: Tensor) -> list[str]:
@@ -117,7 +118,7 @@ class PromptProcessor:
         return [view_prompt(self.prompt, v) for v in views] if self.view_dependent else [self.prompt] * len(views)
 
     def __call__(self, azimuth_deg: Tensor, elevation_deg: Tensor) -> PromptEmbeddings:
-        """Per-view conditional and negative/unconditional embeddings.
+        """Per-view conditional and negative/unconditional conditions.
 
         Args:
             azimuth_deg: camera azimuths. Shape: (B,).
@@ -129,5 +130,5 @@ class PromptProcessor:
         views = self.views(azimuth_deg, elevation_deg)  # labelled once per step
         rows = [self._index[t] for t in self._texts(views)]
         cond = self.embeddings[rows]
-        uncond = self.embedding(self.negative_prompt).expand(B, -1, -1)
+        uncond = self.embedding(self.negative_prompt).expand(B)
         return PromptEmbeddings(cond, uncond, azimuth_deg % 360.0, elevation_deg, views, self.view_embeddings)

@@ -1,11 +1,8 @@
-"""Timestep bounds over training (t annealing) and the SDS weighting w(t)."""
+"""Timestep bounds over training (t annealing); w(t) is the prior's schedule's (``Schedule.weight``)."""
 
 from __future__ import annotations
 
 import math
-
-import torch
-from torch import Tensor
 
 
 def anneal_progress(step: int, anneal_start: int, anneal_end: int, schedule: str) -> float:
@@ -51,18 +48,3 @@ def timestep_bounds(
     lo = min(max(round(lo_frac * T), 0), hi)
     return lo, hi
 
-
-def sds_weight(alphas_cumprod_t: Tensor, weighting: str) -> Tensor:
-    """w(t) of DreamFusion Eq. 3 for a batch of alpha-bar_t values (any shape, same out).
-
-    sds: 1 - abar_t (DreamFusion); uniform: 1; fantasia3d: sqrt(abar_t) (1 - abar_t)
-    (Fantasia3D's weighting as implemented in threestudio).
-    """
-    abar = alphas_cumprod_t
-    if weighting == "sds":
-        return 1.0 - abar
-    if weighting == "uniform":
-        return torch.ones_like(abar)
-    if weighting == "fantasia3d":
-        return abar.sqrt() * (1.0 - abar)
-    raise ValueError(f"unknown weighting {weighting!r}; use sds, uniform or fantasia3d")

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from sds3d.cameras import Cameras
 from sds3d.priors.base import Prior
+from sds3d.priors.condition import Condition
+from sds3d.priors.schedule import classifier_free_guidance
 
+from .base import Guidance
 from .config import GuidanceConfig, check_guidance_config
 from .perp_neg import perp_neg_embeddings, perp_neg_guidance
 from .prompts import PromptEmbeddings, PromptError
-from .schedules import sds_weight, timestep_bounds
+from .schedules import timestep_bounds
 
 
 def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -24,28 +28,28 @@ def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
     return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).to(like.device, like.dtype)
 
 
-class SDSGuidance(nn.Module):
+class SDSGuidance(Guidance):
     """The SDS loss of a batch of renders under a frozen text-to-image prior.
 
     Per step: x = prior.encode_images(rgb) (differentiable); t ~ U{lo..hi} (current annealed
-    bounds, per sample); eps ~ N(0, I); x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps;
-    ONE prior.predict_noise call on [x_t, x_t] with [cond, uncond] (Perp-Neg: [x_t] * 4 with
-    [positive, uncond, 2 negatives]) under no_grad; eps_hat = eps_u + s (eps_c - eps_u);
-    g = w(t) (eps_hat - eps), non-finite entries set to 0, optional clip (GuidanceConfig);
+    bounds, per sample); eps ~ N(0, I); x_t = schedule.add_noise(x, eps, t) (q(x_t | x));
+    ONE prior call on [x_t, x_t] with [cond, uncond] (Perp-Neg: [x_t] * 4 with
+    [positive, uncond, 2 negatives]) under no_grad, its outputs as eps-hat (``predict_eps``);
+    eps_hat = eps_u + s (eps_c - eps_u) (``classifier_free_guidance``);
+    g = w(t) (eps_hat - eps) (``schedule.weight``), non-finite entries set to 0, optional clip;
 
         loss_sds = 0.5 * sum_i ||x_i - sg(x_i - g_i)||^2 / B,
 
     so d loss_sds / d x_i = g_i / B exactly (the mean over the batch of per-view SDS
     gradients g_i, as in threestudio), and backpropagation carries it through encode_images and
     the renderer. scale = 0 is unconditional: eps_hat = eps_u (the conditional half is skipped).
-    The negative prompt replaces the unconditional embedding (it is the PromptEmbeddings' uncond).
+    The negative prompt replaces the unconditional condition (it is the PromptEmbeddings' uncond).
     """
 
     def __init__(self, cfg: GuidanceConfig, prior: Prior):
-        super().__init__()
+        super().__init__(prior)
         check_guidance_config(cfg)
         self.cfg = cfg
-        self.prior = prior
         for p in prior.parameters():
             p.requires_grad_(False)
 
@@ -57,35 +61,29 @@ class SDSGuidance(nn.Module):
             c.t_max_end, c.t_min_end, c.anneal_start, c.anneal_end,
         )
 
-    def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Tensor | None = None) -> Tensor:
-        """eps_hat from one batched predict_noise call (no grad). Shapes: (B, C, h, w); cameras (B, 2) or None.
+    def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Cameras | None = None) -> Tensor:
+        """eps_hat from one batched prior call (no grad). Shapes: (B, C, h, w); B cameras or None.
 
         A camera-conditioned prior sees the view's camera in every branch (conditional,
         unconditional, negatives), as MVDream's guidance does; CFG acts on the text only.
         """
         c, B = self.cfg, x_t.shape[0]
-
-        def cams(n: int) -> Tensor | None:
-            return None if cameras is None else cameras.repeat(n, 1)
-
         if c.scale == 0:  # unconditional: eps_hat = eps_u, cond not evaluated
-            return self.prior.predict_noise(x_t, t, emb.uncond, cams(1))
+            return self.prior.predict_eps(x_t, t, emb.uncond, cameras)
         if c.perp_neg:
             positive, negatives, neg_weights = perp_neg_embeddings(emb, c.perp_neg_f_fs, c.perp_neg_f_sf, c.perp_neg_f_sb, c.perp_neg_f_fsb)
-            K = negatives.shape[1]
-            embeddings = torch.cat([positive, emb.uncond, negatives.flatten(0, 1)])  # negatives sample-major
-            eps = self.prior.predict_noise(
-                torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]),
-                torch.cat([t, t, t.repeat_interleave(K)]),
-                embeddings,
-                None if cameras is None else torch.cat([cameras, cameras, cameras.repeat_interleave(K, dim=0)]),
-            )
+            K = len(negatives) // B
+            # Rows: positive, uncond (samples 0..B-1 each), then K negatives per sample (sample-major).
+            cams = None if cameras is None else cameras[torch.cat([torch.arange(B).repeat(2), torch.arange(B).repeat_interleave(K)])]
+            eps = self.prior.predict_eps(torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]), torch.cat([t, t, t.repeat_interleave(K)]),
+                                         Condition.cat([positive, emb.uncond, negatives]), cams)
             eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
             return perp_neg_guidance(eps_u, eps_c, eps_neg, neg_weights, c.scale)
-        eps_c, eps_u = self.prior.predict_noise(
-            torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([emb.cond, emb.uncond]), cams(2)
+        cams = None if cameras is None else cameras[torch.arange(B).repeat(2)]
+        eps_c, eps_u = self.prior.predict_eps(
+            torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([emb.cond, emb.uncond]), cams
         ).chunk(2)
-        return eps_u + c.scale * (eps_c - eps_u)  # classifier-free guidance (Ho & Salimans 2022)
+        return classifier_free_guidance(eps_u, eps_c, c.scale)
 
     def _clip(self, g: Tensor) -> Tensor:
         c = self.cfg
@@ -99,41 +97,40 @@ class SDSGuidance(nn.Module):
     def forward(
         self,
         rgb: Tensor,
-        prompt_embeddings: PromptEmbeddings,
+        prompts: PromptEmbeddings,
         step: int,
+        cameras: Cameras | None = None,
         generator: torch.Generator | None = None,
-        cameras: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """SDS loss of renders ``rgb``.
 
         Args:
             rgb: renders in [0, 1], differentiable. Shape: (B, 3, H, W).
-            prompt_embeddings: one view's embeddings per render (``PromptProcessor(...)``).
+            prompts: one view's conditions per render (``PromptProcessor(...)``).
             step: training step (for the t schedule).
+            cameras: the B cameras of the renders, for camera-conditioned priors (ignored by the others).
             generator: source of t and eps (seeded -> deterministic).
-            cameras: (elevation, azimuth) in degrees of each render, (B, 2), for camera-conditioned
-                priors (ignored by the others).
 
         Returns:
             "loss_sds": scalar with d/dx = g / B (class docstring); detached diagnostics:
             "sds_grad_norm" (mean per-sample ||g||), "t_mean", "t_lo", "t_hi" (integer steps),
-            "w_mean", "nonfinite_frac" (fraction of g entries that were NaN/inf, set to 0).
+            "w_mean", "nonfinite_frac" (fraction of g entries that were NaN/inf, set to 0),
+            "prior_calls" (prior evaluations this step: 1).
         """
         B = rgb.shape[0]
-        if len(prompt_embeddings) != B:
-            raise PromptError(f"got {len(prompt_embeddings)} prompt embeddings for {B} renders; build them from the same cameras")
+        if len(prompts) != B:
+            raise PromptError(f"got {len(prompts)} prompt embeddings for {B} renders; build them from the same cameras")
+        schedule, calls = self.prior.schedule, self.prior.calls
         x = self.prior.encode_images(rgb)
         lo, hi = self.timestep_bounds(step)
         t_device = generator.device if generator is not None else x.device
         t = torch.randint(lo, hi + 1, (B,), generator=generator, device=t_device).to(x.device)
         eps = _randn(x.shape, generator, x)
-        alphas_cumprod = self.prior.alphas_cumprod.to(x.device)
-        abar = alphas_cumprod[t].view(B, *([1] * (x.ndim - 1))).to(x.dtype)
         with torch.no_grad():
-            x_t = abar.sqrt() * x.detach() + (1.0 - abar).sqrt() * eps  # DDPM forward process q(x_t | x) (Ho et al. 2020 Eq. 4)
+            x_t = schedule.add_noise(x.detach(), eps, t)
             cameras = cameras if self.prior.camera_conditioned else None
-            eps_hat = self._predict_eps_hat(x_t, t, prompt_embeddings, cameras).float()
-            w = sds_weight(abar.float(), self.cfg.weighting)
+            eps_hat = self._predict_eps_hat(x_t, t, prompts, cameras).float()
+            w = schedule.weight(t, self.cfg.weighting, like=eps_hat)
             g = w * (eps_hat - eps.float())  # DreamFusion Eq. 3 without the generator Jacobian
             nonfinite = (~torch.isfinite(g)).float().mean()
             g = self._clip(torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
@@ -148,4 +145,5 @@ class SDSGuidance(nn.Module):
             "t_hi": torch.tensor(float(hi)),
             "w_mean": w.mean(),
             "nonfinite_frac": nonfinite,
+            "prior_calls": torch.tensor(float(self.prior.calls - calls)),
         }

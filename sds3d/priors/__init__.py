@@ -1,4 +1,8 @@
-"""Text-to-image diffusion priors behind one interface (``Prior``) and one loader (``load_prior``)."""
+"""Text-to-image diffusion priors behind one interface (``Prior``) and one loader (``load_prior``).
+
+A prior takes a ``Condition`` (``encode_prompts``) and answers in the terms of its noise
+``Schedule`` (``prior.schedule``: forward process, prediction type, w(t), DDIM steps).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from pathlib import Path
 import torch
 
 from .base import Prior, PriorError
+from .condition import Condition
 from .config import PriorConfig, check_prior_config
+from .schedule import NoiseSchedule, Schedule, classifier_free_guidance
 
 TOY_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-prior"
 TOY_PIPELINE_CLASS = "SDS3DToyPipeline"  # model_index.json "_class_name" of folders sds3d train-prior writes
@@ -80,4 +86,4 @@ def load_prior(
     return DiffusersPrior(resolve_prior_path(name_or_path), device=device, dtype=dtype, cfg=cfg)
 
 
-__all__ = ["Prior", "PriorError", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH", "TOY_PIPELINE_CLASS"]
+__all__ = ["Prior", "PriorError", "Condition", "NoiseSchedule", "Schedule", "classifier_free_guidance", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH", "TOY_PIPELINE_CLASS"]

@@ -2,7 +2,8 @@
 
 Guidance talks to this class only, never to a concrete model (DESIGN.md "Prior interface").
 Conventions: ``x`` is the prior's own space (pixels in [-1, 1] for a pixel prior, VAE latents
-for a latent prior), NCHW; ``t`` are integer timesteps in [0, num_train_timesteps).
+for a latent prior), NCHW; ``t`` are integer timesteps in [0, num_train_timesteps); the
+diffusion process and the meaning of a model output are the prior's ``schedule``.
 """
 
 from __future__ import annotations
@@ -12,48 +13,73 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from sds3d.cameras import Cameras
+
+from .condition import Condition
+from .schedule import Schedule
+
 
 class PriorError(ValueError):
     """A prior could not be loaded or used, for a reason the user can fix (message says how)."""
 
 
 class Prior(nn.Module, ABC):
-    """A frozen text-conditioned epsilon-prediction diffusion model."""
+    """A frozen text-conditioned diffusion model.
 
-    #: Image side length the denoiser works at, in pixels (renders are resized to it).
+    Attributes:
+        schedule: the noise schedule it was trained with (forward process, prediction type).
+        resolution: image side length the denoiser works at, in pixels (renders are resized to it).
+        latent: True when ``encode_images`` maps to a VAE latent space.
+        calls: ``predict`` calls so far (each one batched denoiser evaluation).
+        rows: samples evaluated so far (the sum of the calls' batch sizes).
+    """
+
+    schedule: Schedule
     resolution: int
-    #: True when ``encode_images`` maps to a VAE latent space.
     latent: bool
-    #: Number of diffusion training timesteps T.
-    num_train_timesteps: int
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.rows = 0
 
     @property
-    @abstractmethod
-    def alphas_cumprod(self) -> Tensor:
-        """alpha-bar_t of the forward process (DDPM Eq. 4). Shape: (T,), float32."""
+    def num_train_timesteps(self) -> int:
+        """T of the schedule."""
+        return self.schedule.num_train_timesteps
 
     @abstractmethod
-    def encode_prompts(self, prompts: list[str]) -> Tensor:
-        """Text embeddings, one row per prompt ("" gives the unconditional embedding).
+    def encode_prompts(self, prompts: list[str]) -> Condition:
+        """Text conditions, one row per prompt ("" gives the unconditional one), no gradient."""
 
-        Returns:
-            Shape: (len(prompts), S, D) (S tokens of width D), no gradient.
-        """
-
-    @abstractmethod
-    def predict_noise(self, x_t: Tensor, t: Tensor, embeddings: Tensor, cameras: Tensor | None = None) -> Tensor:
-        """epsilon-hat(x_t; y, t) for a batch (one call; CFG batching is the caller's).
+    def predict(self, x_t: Tensor, t: Tensor, cond: Condition, cameras: Cameras | None = None) -> Tensor:
+        """The denoiser's output for a batch, in ``schedule.prediction_type`` (one call, counted).
 
         Args:
             x_t: noisy inputs. Shape: (B, C, h, w).
             t: timesteps. Shape: (B,) int64.
-            embeddings: text embeddings, one per sample. Shape: (B, S, D).
-            cameras: (elevation, azimuth) in degrees per sample, (B, 2), for camera-conditioned
-                priors (``camera_conditioned``); others ignore it.
+            cond: one text condition per sample (B rows).
+            cameras: the camera of each sample (B cameras) for camera-conditioned priors
+                (``camera_conditioned``); others ignore it. None: no camera (the null camera).
 
         Returns:
-            Predicted noise. Shape: (B, C, h, w), dtype of ``x_t``.
+            Shape: (B, C, h, w), dtype of ``x_t``.
         """
+        B = x_t.shape[0]
+        if len(cond) != B or t.shape[0] != B or (cameras is not None and len(cameras) != B):
+            raise ValueError(f"predict: x_t has {B} rows but t {t.shape[0]}, cond {len(cond)}"
+                             + ("" if cameras is None else f", cameras {len(cameras)}"))
+        self.calls += 1
+        self.rows += B
+        return self._predict(x_t, t, cond, cameras)
+
+    def predict_eps(self, x_t: Tensor, t: Tensor, cond: Condition, cameras: Cameras | None = None) -> Tensor:
+        """eps-hat(x_t; y, t): ``predict`` converted by the schedule (one counted call)."""
+        return self.schedule.to_eps(self.predict(x_t, t, cond, cameras), x_t, t)
+
+    @abstractmethod
+    def _predict(self, x_t: Tensor, t: Tensor, cond: Condition, cameras: Cameras | None) -> Tensor:
+        """The model evaluation behind ``predict`` (arguments checked and counted there)."""
 
     @abstractmethod
     def encode_images(self, rgb: Tensor) -> Tensor:
@@ -71,8 +97,13 @@ class Prior(nn.Module, ABC):
         """Inverse of ``encode_images`` (for previews): x -> rgb in [0, 1], (B, 3, H, W)."""
 
     @property
+    @abstractmethod
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one x in the prior's space (what a sampler starts from)."""
+
+    @property
     def camera_conditioned(self) -> bool:
-        """Whether ``predict_noise`` uses ``cameras`` (MVDream-style camera conditioning)."""
+        """Whether ``predict`` uses ``cameras`` (MVDream-style camera conditioning)."""
         return False
 
     @property

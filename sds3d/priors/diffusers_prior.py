@@ -14,8 +14,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sds3d.cameras import Cameras
+
 from .base import Prior, PriorError
+from .condition import Condition
 from .config import PriorConfig, check_prior_config, resolve_dtype
+from .schedule import NoiseSchedule
+
+#: Prediction types of the denoisers sds3d loads (SD 1.x/2.x-base: epsilon; SD 2.x 768: v_prediction).
+SUPPORTED_PREDICTIONS = ("epsilon", "v_prediction")
 
 
 def _unet_classes() -> dict:
@@ -46,7 +53,7 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 class DiffusersPrior(Prior):
-    """Text encoder + tokenizer + epsilon-prediction UNet (+ VAE for latent priors) + scheduler betas."""
+    """Text encoder + tokenizer + UNet (+ VAE for latent priors) + the scheduler config's noise schedule."""
 
     def __init__(
         self,
@@ -97,19 +104,17 @@ class DiffusersPrior(Prior):
             from diffusers import AutoencoderKL
 
             self.vae = load("VAE", lambda: AutoencoderKL.from_pretrained(path, subfolder="vae", **_dtype_kwarg("diffusers", self.dtype)))
-        if scheduler.config.prediction_type != "epsilon":
-            raise PriorError(f"{path} predicts {scheduler.config.prediction_type!r}; SDS here needs an epsilon-prediction model")
+        if scheduler.config.prediction_type not in SUPPORTED_PREDICTIONS:
+            raise PriorError(f"{path} predicts {scheduler.config.prediction_type!r}; sds3d supports {' and '.join(SUPPORTED_PREDICTIONS)} models")
 
         self.path = path
-        self.scheduler_config = dict(scheduler.config)
+        self.schedule = NoiseSchedule(scheduler.config)
         self.latent = self.vae is not None
-        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         if self.latent:
             self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
             self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
         else:
             self.resolution = int(self.unet.config.sample_size)
-        self.register_buffer("_alphas_cumprod", scheduler.alphas_cumprod.float(), persistent=False)
         self.requires_grad_(False)
         self.eval()
         self.to(device)
@@ -142,17 +147,19 @@ class DiffusersPrior(Prior):
         return next(self.unet.parameters()).device
 
     @property
-    def alphas_cumprod(self) -> Tensor:
-        return self._alphas_cumprod
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self.resolution // self.vae_scale_factor if self.latent else self.resolution
+        return (int(self.unet.config.in_channels), side, side)
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> Tensor:
+    def encode_prompts(self, prompts: list[str]) -> Condition:
+        # SD 1.x/2.x and the toy UNet take the per-token embeddings only (no pooled embedding).
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
         device = self.device
         if self._offload_text_encoder:  # on the GPU only while encoding, then back to the CPU
             self.text_encoder.to(device)
         try:
-            return self.text_encoder(tokens.input_ids.to(device))[0]
+            return Condition(self.text_encoder(tokens.input_ids.to(device))[0])
         finally:
             if self._offload_text_encoder:
                 self.text_encoder.to("cpu")
@@ -163,10 +170,11 @@ class DiffusersPrior(Prior):
     def camera_conditioned(self) -> bool:
         return bool(getattr(self.unet.config, "camera_conditioning", False))
 
-    def predict_noise(self, x_t: Tensor, t: Tensor, embeddings: Tensor, cameras: Tensor | None = None) -> Tensor:
-        extra = {"camera": None if cameras is None else cameras.to(self.device)} if self.camera_conditioned else {}
-        eps = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **extra).sample
-        return eps.to(x_t.dtype)
+    def _predict(self, x_t: Tensor, t: Tensor, cond: Condition, cameras: Cameras | None) -> Tensor:
+        # The toy UNet's camera embedding reads (elevation, azimuth) in degrees (None: the null camera).
+        extra = {"camera": None if cameras is None else cameras.view_angles.to(self.device)} if self.camera_conditioned else {}
+        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond.tokens.to(self.dtype), **extra).sample
+        return out.to(x_t.dtype)
 
     def encode_images(self, rgb: Tensor) -> Tensor:
         size = (self.resolution, self.resolution)

@@ -2,6 +2,8 @@
 
 Writes a diffusers-layout folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json)
 that ``sds3d.priors.load_prior("toy")`` loads through the same code path as Stable Diffusion.
+The data are toy-world renders (``toyworld.dataset``); noising and the training target are the
+prior's noise schedule's (``NoiseSchedule.add_noise`` / ``target``).
 
     sds3d train-prior                 # ~45 min on 2 CPU cores (or: python scripts/train_toy_prior.py)
     sds3d train-prior --resume        # continue from the last checkpoint
@@ -27,29 +29,6 @@ import torch
 from tqdm import tqdm
 
 PACKAGE = Path(__file__).resolve().parents[1]
-
-
-def build_dataset(images_per_pair: int, seed: int) -> tuple[torch.Tensor, list[str], list[str], torch.Tensor]:
-    """Renders in [-1, 1] (N, 3, 32, 32), full prompts (with view), base prompts (without) and
-    each render's camera (elevation, azimuth) in degrees (N, 2)."""
-    from sds3d.cameras import sample_cameras, view_labels
-    from sds3d.toyworld import world
-    from sds3d.toyworld.prompts import make_prompt
-    from sds3d.toyworld.render import render
-
-    g = torch.Generator().manual_seed(seed)
-    cam_cfg = world.camera_config()
-    images, prompts, base, angles = [], [], [], []
-    for shape in world.SHAPES:
-        for colour in world.COLOURS:
-            cams = sample_cameras(cam_cfg, images_per_pair, generator=g)
-            rgb, _ = render(shape, world.colour_rgb(colour), cams)
-            images.append(rgb * 2.0 - 1.0)
-            angles.append(cams.view_angles)
-            for view in view_labels(cams.azimuth_deg, cams.elevation_deg):
-                prompts.append(make_prompt(colour, shape, view))
-                base.append(make_prompt(colour, shape))
-    return torch.cat(images), prompts, base, torch.cat(angles)
 
 
 def _fail(message: str) -> None:
@@ -126,8 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers.training_utils import EMAModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from sds3d.priors import TOY_PIPELINE_CLASS
-    from sds3d.priors.toy_unet import ToyUNet
+    from ..priors import TOY_PIPELINE_CLASS, NoiseSchedule
+    from ..priors.toy_unet import ToyUNet
+
+    from .dataset import build_dataset
 
     init_files = None
     if args.init_from is not None:  # checked before the minute of rendering the dataset
@@ -139,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    images, prompts, base_prompts, angles = build_dataset(args.images_per_pair, args.seed)
+    data = build_dataset(args.images_per_pair, args.seed)
+    images, prompts, base_prompts, angles = data.images, data.prompts, data.base_prompts, data.cameras.view_angles
     print(f"dataset: {len(images)} images in {time.time() - t0:.1f} s")
 
     max_length = 16
@@ -170,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"initialised from {args.init_from}")
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               prediction_type="epsilon", clip_sample=False)
-    alphas_cumprod = scheduler.alphas_cumprod.float()
+    schedule = NoiseSchedule(scheduler.config)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     warmup = 100
@@ -218,13 +200,11 @@ def main(argv: list[str] | None = None) -> None:
             if args.camera_conditioning:
                 camera = angles[idx].clone()
                 camera[torch.rand(args.batch_size, generator=g) < args.camera_dropout] = float("nan")  # null camera
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch_size,), generator=g)
+            t = torch.randint(0, schedule.num_train_timesteps, (args.batch_size,), generator=g)
             eps = torch.randn(x0.shape, generator=g)
-            # Forward process q(x_t | x_0), DDPM Eq. 4.
-            abar = alphas_cumprod[t].view(-1, 1, 1, 1)
-            x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
-            # Simplified objective L_simple, DDPM Eq. 14.
-            loss = torch.nn.functional.mse_loss(unet(x_t, t, embeddings, camera=camera).sample, eps)
+            x_t = schedule.add_noise(x0, eps, t)  # q(x_t | x_0)
+            # Simplified objective L_simple (DDPM Eq. 14): the epsilon target.
+            loss = torch.nn.functional.mse_loss(unet(x_t, t, embeddings, camera=camera).sample, schedule.target(x0, eps, t))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -1,0 +1,202 @@
+"""Noise schedules: the forward process, conversions between model outputs, w(t) and the DDIM step.
+
+Every formula of the diffusion process that guidance, sampling and the toy prior's training need
+is written here, once, and nowhere else. A schedule describes x_t = alpha_t x + sigma_t eps at
+integer timesteps t in [0, num_train_timesteps) and what the denoiser predicts from x_t
+(``prediction_type``). ``Schedule`` is the interface, with the parts every such process shares
+(the forward process, the deterministic DDIM step, which for x_t = (1 - sigma) x + sigma eps is
+the Euler step of flow matching); ``NoiseSchedule`` is the DDPM family (alpha_t = sqrt(abar_t),
+sigma_t = sqrt(1 - abar_t)), built from a diffusers scheduler config.
+
+The DDIM step is written here rather than taken from diffusers' ``DDIMScheduler.step``: that
+takes one scalar t for the whole batch and keeps sampler state (``set_timesteps``), while
+distillation estimators need per-sample t and the inversion step (ISM, DDIM inversion); the
+tests check it against ``DDIMScheduler.step``.
+
+Shapes: t is (B,) int64; per-t values are (B,) float32, or (B, 1, ..., 1) in the dtype and on
+the device of ``like`` when a tensor (B, ...) is given to broadcast against.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+#: w(t) of the SDS gradient (DreamFusion Eq. 3), by name (``Schedule.weight``).
+WEIGHTINGS = ("sds", "uniform", "fantasia3d")
+
+
+def classifier_free_guidance(out_uncond: Tensor, out_cond: Tensor, scale: float) -> Tensor:
+    """out_u + s (out_c - out_u) (Ho & Salimans 2022, Eq. 6), the one CFG formula.
+
+    Any prediction type: it is linear, so guiding eps, v or x0 outputs gives the same x0-hat.
+    """
+    return out_uncond + scale * (out_cond - out_uncond)
+
+
+def _broadcast(values: Tensor, like: Tensor | None) -> Tensor:
+    if like is None:
+        return values
+    return values.view(-1, *([1] * (like.ndim - 1))).to(device=like.device, dtype=like.dtype)
+
+
+class Schedule(ABC):
+    """x_t = alpha_t x + sigma_t eps, and what a denoiser of it predicts.
+
+    Attributes:
+        num_train_timesteps: T; timesteps are integers in [0, T). A negative t is the clean end
+            of the process (alpha = 1 for DDIM's last step).
+        prediction_type: what ``Prior.predict`` returns, e.g. "epsilon".
+    """
+
+    num_train_timesteps: int
+    prediction_type: str
+
+    @abstractmethod
+    def alpha(self, t: Tensor, like: Tensor | None = None) -> Tensor:
+        """alpha_t, the signal coefficient of x_t."""
+
+    @abstractmethod
+    def sigma(self, t: Tensor, like: Tensor | None = None) -> Tensor:
+        """sigma_t, the noise coefficient of x_t."""
+
+    @abstractmethod
+    def to_eps(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """eps-hat from a model output (shapes (B, ...))."""
+
+    @abstractmethod
+    def to_x0(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """x0-hat from a model output (shapes (B, ...))."""
+
+    @abstractmethod
+    def to_v(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The schedule's velocity from a model output (shapes (B, ...))."""
+
+    @abstractmethod
+    def target(self, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """The training target of ``prediction_type`` for clean x and noise eps."""
+
+    @abstractmethod
+    def weight(self, t: Tensor, kind: str, like: Tensor | None = None) -> Tensor:
+        """The SDS weighting w(t) named ``kind`` (one of ``WEIGHTINGS``)."""
+
+    @abstractmethod
+    def ddim_timesteps(self, num_inference_steps: int) -> tuple[Tensor, Tensor]:
+        """(t, t_prev) of a deterministic sampler with ``num_inference_steps`` steps, t descending."""
+
+    def add_noise(self, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """x_t ~ q(x_t | x): alpha_t x + sigma_t eps (DDPM, Ho et al. 2020, Eq. 4)."""
+        return self.alpha(t, x) * x + self.sigma(t, x) * eps
+
+    def ddim_step(self, x_t: Tensor, t: Tensor, t_prev: Tensor, eps: Tensor) -> Tensor:
+        """x_{t_prev} = alpha_prev x0-hat + sigma_prev eps-hat with x0-hat = (x_t - sigma_t eps-hat) / alpha_t
+        (DDIM, Song et al. 2021, Eq. 12 with eta = 0). x0-hat is not clipped or thresholded.
+
+        Args:
+            x_t: Shape: (B, ...). t, t_prev: (B,) with t_prev < t (negative: the clean end).
+            eps: eps-hat at (x_t, t) (``to_eps`` of the model output). Shape: (B, ...).
+        """
+        return self._move(x_t, t, t_prev, eps)
+
+    def ddim_invert_step(self, x_s: Tensor, s: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """DDIM inversion: Eq. 12 run from the less noisy s to t > s with eps-hat taken at (x_s, s)
+        (the deterministic noising of ISM / DDIM inversion). Shapes as ``ddim_step``.
+        """
+        return self._move(x_s, s, t, eps)
+
+    def _move(self, x_from: Tensor, t_from: Tensor, t_to: Tensor, eps: Tensor) -> Tensor:
+        x0 = (x_from - self.sigma(t_from, x_from) * eps) / self.alpha(t_from, x_from)
+        return self.alpha(t_to, x_from) * x0 + self.sigma(t_to, x_from) * eps
+
+
+class NoiseSchedule(Schedule):
+    """The DDPM family (Ho et al. 2020): alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t).
+
+    Prediction types (``PREDICTION_TYPES``): "epsilon" (eps), "v_prediction"
+    (v = alpha_t eps - sigma_t x; Salimans & Ho 2022, Sec. 4), "sample" (x).
+
+    Args:
+        config: a diffusers scheduler config (``scheduler_config.json`` as a dict). abar_t is
+            ``DDPMScheduler``'s ``alphas_cumprod`` (betas, beta schedule, zero-SNR rescaling as
+            diffusers computes them); the sampler's timesteps and its final abar are
+            ``DDIMScheduler``'s for the same config.
+    """
+
+    def __init__(self, config: Mapping):
+        from diffusers import DDIMScheduler, DDPMScheduler
+
+        config = dict(config)
+        ddpm = DDPMScheduler.from_config(config)
+        self.prediction_type = ddpm.config.prediction_type
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {self.prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
+        self.num_train_timesteps = int(ddpm.config.num_train_timesteps)
+        self.alphas_cumprod = ddpm.alphas_cumprod.float()  # (T,)
+        self._ddim = DDIMScheduler.from_config(config)
+        # abar at DDIM's last step (t_prev < 0): 1 (set_alpha_to_one) or abar_0, as the config says.
+        self.final_alpha_cumprod = float(self._ddim.final_alpha_cumprod)
+
+    def alphas_cumprod_at(self, t: Tensor, like: Tensor | None = None) -> Tensor:
+        """abar_t (negative t: the final abar of the DDIM sampler)."""
+        abar = self.alphas_cumprod.to(t.device)[t.clamp_min(0)]
+        abar = torch.where(t >= 0, abar, torch.full_like(abar, self.final_alpha_cumprod))
+        return _broadcast(abar, like)
+
+    def alpha(self, t: Tensor, like: Tensor | None = None) -> Tensor:
+        return self.alphas_cumprod_at(t, like).sqrt()
+
+    def sigma(self, t: Tensor, like: Tensor | None = None) -> Tensor:
+        return (1.0 - self.alphas_cumprod_at(t, like)).sqrt()
+
+    def to_eps(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        if self.prediction_type == "epsilon":
+            return model_output
+        alpha, sigma = self.alpha(t, x_t), self.sigma(t, x_t)
+        if self.prediction_type == "v_prediction":
+            return alpha * model_output + sigma * x_t
+        return (x_t - alpha * model_output) / sigma
+
+    def to_x0(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        if self.prediction_type == "sample":
+            return model_output
+        alpha, sigma = self.alpha(t, x_t), self.sigma(t, x_t)
+        if self.prediction_type == "v_prediction":
+            return alpha * x_t - sigma * model_output
+        return (x_t - sigma * model_output) / alpha
+
+    def to_v(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        if self.prediction_type == "v_prediction":
+            return model_output
+        eps, x0 = self.to_eps(model_output, x_t, t), self.to_x0(model_output, x_t, t)
+        return self.alpha(t, x_t) * eps - self.sigma(t, x_t) * x0
+
+    def target(self, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """eps (L_simple, DDPM Eq. 14), v = alpha_t eps - sigma_t x, or x."""
+        if self.prediction_type == "epsilon":
+            return eps
+        if self.prediction_type == "sample":
+            return x
+        return self.alpha(t, x) * eps - self.sigma(t, x) * x
+
+    def weight(self, t: Tensor, kind: str, like: Tensor | None = None) -> Tensor:
+        """sds: 1 - abar_t (DreamFusion); uniform: 1; fantasia3d: sqrt(abar_t) (1 - abar_t)
+        (Fantasia3D's weighting as implemented in threestudio)."""
+        abar = self.alphas_cumprod_at(t, like)
+        if kind == "sds":
+            return 1.0 - abar
+        if kind == "uniform":
+            return torch.ones_like(abar)
+        if kind == "fantasia3d":
+            return abar.sqrt() * (1.0 - abar)
+        raise ValueError(f"unknown weighting {kind!r}; use one of {', '.join(WEIGHTINGS)}")
+
+    def ddim_timesteps(self, num_inference_steps: int) -> tuple[Tensor, Tensor]:
+        """DDIMScheduler's timesteps for this config (its timestep_spacing and steps_offset), and
+        t_prev = t - T // n as in ``DDIMScheduler.step`` (negative for the last step)."""
+        self._ddim.set_timesteps(num_inference_steps)
+        t = self._ddim.timesteps.to(torch.long)
+        return t, t - self.num_train_timesteps // num_inference_steps
