@@ -45,7 +45,7 @@ def restoring_force(prior, x_img, gt_img, texts, cameras, scale, n=16, seed=0, m
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--prior", default=None, help="prior to ask (default: the run's guidance.pretrained)")
+    ap.add_argument("--prior", default=None, help="prior to ask (default: the run's prior.name_or_path)")
     ap.add_argument("--views", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--elevation", type=float, nargs=2, metavar=("LO", "HI"), default=None,
@@ -86,7 +86,7 @@ def main() -> None:
     print(f"{args.run_dir}: mean |render - truth| {(x_img - gt_img).abs().mean():.4f}; "
           f"pixels outside the truth per view {float(masks['out'].sum()) / B:.1f}")
 
-    prior = load_prior(args.prior or cfg.guidance.pretrained, device="cpu", cfg=cfg.prior)
+    prior = load_prior(args.prior or cfg.prior.name_or_path, device="cpu", cfg=cfg.prior)
     texts = [make_prompt(colour, shape, v) for v in view_labels(azimuth, elevation)]
     header = "t / T      " + " ".join(f"{f:>6.1f}" for f in FRACTIONS)
     print(header)

@@ -100,7 +100,7 @@ def main() -> None:
 
     from sds3d.priors import load_prior
 
-    prior = load_prior(cfg.guidance.pretrained, device="cpu", cfg=cfg.prior)
+    prior = load_prior(cfg.prior.name_or_path, device="cpu", cfg=cfg.prior)
     fractions = (0.1, 0.3, 0.5, 0.7, 0.9)
     texts = [make_prompt(colour, shape, v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg)]
     means = posterior_means(prior, truth, texts, cams, cfg.guidance.scale, fractions)

@@ -23,7 +23,7 @@ from .eval import EvalConfig, check_eval_config
 from .export import ExportConfig, OrbitConfig, check_orbit_config
 from .fields.background import BackgroundConfig
 from .fields.nerf import FieldConfig
-from .guidance import GuidanceConfig, check_guidance_config
+from .guidance import GuidanceConfig, check_guidance_config, guidance_class
 from .paths import slugify
 from .priors.config import PriorConfig, check_prior_config
 from .render import RenderConfig
@@ -266,7 +266,7 @@ def check_config(cfg: RunConfig) -> None:
     from .fields.nerf import check_field_config
     from .render import check_render_config
 
-    for check, part in ((check_guidance_config, cfg.guidance), (check_field_config, cfg.field), (check_render_config, cfg.render),
+    for check, part in ((check_guidance_config, cfg.guidance), (lambda g: guidance_class(g.method), cfg.guidance), (check_field_config, cfg.field), (check_render_config, cfg.render),
                         (check_background_config, cfg.background), (check_export_config, cfg.export),
                         (check_prior_config, cfg.prior), (check_scene_config, cfg.scene), (check_orbit_config, cfg.orbit),
                         (check_eval_config, cfg.eval)):

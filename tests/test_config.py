@@ -12,7 +12,7 @@ def test_overrides_and_yaml_merge():
     assert cfg.prompt == "a red cube" and cfg.guidance.scale == 3.0 and cfg.trainer.max_steps == 5
     assert tuple(cfg.camera.elevation_deg) == (0.0, 30.0)
     again = load_config(None, [f"{k}" for k in []] + ["prompt=x"])
-    assert again.guidance.pretrained == "toy"
+    assert again.prior.name_or_path == "toy"
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -329,13 +329,13 @@ SD_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dreamfusion-sd.ya
 
 
 def test_sds3d_run_dreamfusion_sd_config_end_to_end_on_cpu(tiny_sd, tmp_path, capsys):
-    """`sds3d run configs/dreamfusion-sd.yaml guidance.pretrained=<tiny SD>` -> a mesh, on CPU."""
+    """`sds3d run configs/dreamfusion-sd.yaml prior.name_or_path=<tiny SD>` -> a mesh, on CPU."""
     from sds3d.cli import main
 
     overrides = [
-        f"guidance.pretrained={tiny_sd}", "prompt=a red cube", f"out_dir={tmp_path}", "name=sd", "device=cpu",
+        f"prior.name_or_path={tiny_sd}", "prompt=a red cube", f"out_dir={tmp_path}", "name=sd", "device=cpu",
         "trainer.max_steps=3", "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.progress=false", "trainer.threads=1",
-        "trainer.orbit_frames=2", "trainer.orbit_resolution=16", "render.resolution=16", "render.num_samples=12",
+        "orbit.frames=2", "orbit.resolution=16", "render.resolution=16", "render.num_samples=12",
         "field.encoding.n_levels=2", "field.encoding.log2_hashmap_size=10", "field.encoding.max_resolution=16",
         "field.encoding.backend=torch", "export.resolution=24", "export.formats=[obj]",
         "guidance.negative_prompt=blurry", "guidance.perp_neg=true",

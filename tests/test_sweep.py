@@ -264,8 +264,8 @@ def test_tiny_sweep_end_to_end_on_local_ray(tmp_path, monkeypatch, capsys):
     pytest.importorskip("ray")
     monkeypatch.setattr("sds3d.sweep.run.available_cores", lambda: 2)  # ray.init(num_cpus=2)
     out = tmp_path / "sweep"
-    argv = ["sweep", str(REPO / "configs/toy.yaml"), "trainer.max_steps=2", "trainer.val_every=0", "trainer.orbit_frames=2",
-            "trainer.orbit_resolution=32", "export.resolution=16", "--grid", "guidance.scale=3,30", "--prompts", "a red cube",
+    argv = ["sweep", str(REPO / "configs/toy.yaml"), "trainer.max_steps=2", "trainer.val_every=0", "orbit.frames=2",
+            "orbit.resolution=32", "export.resolution=16", "--grid", "guidance.scale=3,30", "--prompts", "a red cube",
             "--out", str(out), "--ray"]
     code, err = _cli(argv, capsys)
     assert code == 0, err

@@ -23,12 +23,14 @@ from torch import Tensor, nn
 
 from sds3d.cuda_ext._torch_impl import _hash_grid_encode
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "cuda_ext", "tcnn")
 
 
-class EncodingConfigError(ValueError):
+class EncodingConfigError(UserError):
     """An encoding setting the user can fix (the message says how)."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .encoding import HashGridConfig, HashGridEncoding, check_encoding_config
 
 DENSITY_ACTIVATIONS = ("softplus", "exp", "volsdf")
@@ -21,7 +22,7 @@ NORMAL_MODES = ("finite_difference", "analytic")
 FINITE_DIFFERENCE_SCHEMES = ("forward", "central")
 
 
-class FieldConfigError(ValueError):
+class FieldConfigError(UserError):
     """A field setting is invalid (the message names the key and the allowed values)."""
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sds3d.errors import UserError
 from sds3d.priors.schedule import WEIGHTINGS
+
 T_SCHEDULES = ("constant", "linear", "sqrt", "step")
 GRAD_CLIP_MODES = ("norm", "value")
 
 
-class GuidanceConfigError(ValueError):
+class GuidanceConfigError(UserError):
     """A guidance setting is invalid (the message names the key and the allowed values)."""
 
 
@@ -43,7 +45,6 @@ class GuidanceConfig:
     """
 
     method: str = "sds"
-    pretrained: str = "toy"
     scale: float = 7.5
     negative_prompt: str = ""
     weighting: str = "sds"

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from sds3d.cameras import CameraConfig, view_labels
+from sds3d.errors import UserError
 from sds3d.priors.base import Prior
 from sds3d.priors.condition import Condition
 
@@ -20,7 +21,7 @@ from sds3d.priors.condition import Condition
 VIEWS: tuple[str, ...] = ("front", "side", "back", "overhead")
 
 
-class PromptError(ValueError):
+class PromptError(UserError):
     """The prompt cannot be used (the message says how to fix it)."""
 
 

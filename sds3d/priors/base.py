@@ -15,11 +15,12 @@ from torch import Tensor, nn
 
 from sds3d.cameras import Cameras
 
+from ..errors import UserError
 from .condition import Condition
 from .schedule import Schedule
 
 
-class PriorError(ValueError):
+class PriorError(UserError):
     """A prior could not be loaded or used, for a reason the user can fix (message says how)."""
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import UserError
+
 SHADINGS = ("albedo", "lambertian", "textureless")
 LIGHTS = ("fixed", "random")
 BACKENDS = ("auto", "torch", "nerfacc")
 RAY_BOUNDS = ("sphere", "aabb")
 
 
-class RenderConfigError(ValueError):
+class RenderConfigError(UserError):
     """A render setting is invalid (the message names the key and the allowed values)."""
 
 
@@ -87,8 +89,9 @@ def check_render_config(cfg: RenderConfig) -> None:
     for name, allowed in (("light", LIGHTS), ("backend", BACKENDS), ("ray_bounds", RAY_BOUNDS)):
         if getattr(cfg, name) not in allowed:
             fail(f"render.{name}={getattr(cfg, name)!r} is unknown; use one of {', '.join(allowed)}")
-    if cfg.resolution < 1 or cfg.num_samples < 1 or cfg.chunk_size < 1:
-        fail("render.resolution, render.num_samples and render.chunk_size must be positive integers")
+    for name, example in (("resolution", 64), ("num_samples", 64), ("chunk_size", 8192)):
+        if getattr(cfg, name) < 1:
+            fail(f"render.{name}={getattr(cfg, name)} must be a positive integer (e.g. {example})")
     probs = dict(cfg.shading_probs)
     unknown = set(probs) - set(SHADINGS)
     if unknown:
