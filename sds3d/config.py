@@ -139,6 +139,7 @@ def _merge(schema: DictConfig, other, source: str) -> DictConfig:
 def _rename_keys(node: DictConfig, source: str) -> DictConfig:
     """Move keys listed in RENAMED_KEYS to their new place (the new key wins if both are set), with a notice."""
     data = OmegaConf.to_container(node, resolve=False)
+    moved = []
     for old, new in RENAMED_KEYS.items():
         *parents, leaf = old.split(".")
         holder = data
@@ -152,7 +153,9 @@ def _rename_keys(node: DictConfig, source: str) -> DictConfig:
         for k in new_parents:
             target = target.setdefault(k, {})
         target.setdefault(new_leaf, value)
-        notice(f"{old} is deprecated (in {source}); use {new}")
+        moved.append(f"{old} -> {new}")
+    if moved:
+        notice(f"{source} uses renamed keys, read as their new names: {', '.join(moved)}")
     return OmegaConf.create(data)
 
 

@@ -87,6 +87,8 @@ def test_renamed_keys_still_work_with_one_notice(capsys, tmp_path, tiny_pixel_pr
     old.write_text("prompt: a red cube\ntrainer:\n  orbit_resolution: 33\n  evaluate: false\n")
     cfg = load_config(old)
     assert cfg.orbit.resolution == 33 and cfg.eval.enabled is False
+    notices = [line for line in capsys.readouterr().err.splitlines() if "old.yaml" in line]
+    assert len(notices) == 1 and "trainer.orbit_resolution -> orbit.resolution, trainer.evaluate -> eval.enabled" in notices[0]
 
 
 def test_a_config_file_builds_on_its_defaults(tmp_path):
