@@ -1,0 +1,59 @@
+"""The CPU rasteriser's cost law: seconds per forward+backward vs Gaussian count and resolution.
+
+Gaussians as a run starts them (``scene.gaussians_init``: a ball of radius 0.5, neighbour-distance
+scales, opacity 0.1), one view from the training camera distribution, the loss on every output
+(rgb, alpha, depth, normals), on one thread unless told otherwise. Prints medians of the process
+CPU time (robust to other load on a shared machine; with one thread it is the compute time) and
+of the wall time.
+
+Usage: python scripts/bench_splat.py [--counts 1000 5000 20000] [--resolutions 32 64] [--iters 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from sds3d.cameras import CameraConfig, sample_cameras
+from sds3d.render.splat import cameras_to_gsplat, rasterize_gaussians
+from sds3d.scene.gaussians_init import initial_gaussians, random_ball
+
+
+def seconds_per_step(n: int, res: int, iters: int, generator: torch.Generator) -> tuple[float, float]:
+    """Median (process CPU seconds, wall seconds) of one forward+backward."""
+    init = initial_gaussians(random_ball(n, generator=generator))
+    params = [t.clone().requires_grad_() for t in (init.means, init.quats, init.scales, init.opacities, init.colors)]
+    cpu, wall = [], []
+    for i in range(iters + 1):
+        viewmats, Ks = cameras_to_gsplat(sample_cameras(CameraConfig(), generator=generator), res)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = rasterize_gaussians(*params, viewmats, Ks, res, res, backgrounds=torch.ones(1, 3))
+        sum(out[k].mean() for k in ("rgb", "alpha", "depth", "normal")).backward()
+        if i > 0:  # the first step warms up
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - t0)
+    return sorted(cpu)[len(cpu) // 2], sorted(wall)[len(wall) // 2]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--counts", type=int, nargs="+", default=[1000, 5000, 20000])
+    p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    g = torch.Generator().manual_seed(0)
+    print(f"torch rasteriser, forward+backward, {a.threads} thread(s), median of {a.iters}: "
+          f"CPU seconds per step (wall seconds); ns per pixel x Gaussian pair (CPU)")
+    print("gaussians " + "".join(f"{f'{r}x{r}':>18}" for r in a.resolutions) + "   ns/pair")
+    for n in a.counts:
+        row = [seconds_per_step(n, r, a.iters, g) for r in a.resolutions]
+        per = [1e9 * c / (r * r * n) for (c, _), r in zip(row, a.resolutions)]
+        print(f"{n:>9} " + "".join(f"{f'{c:.3f} ({w:.3f})':>18}" for c, w in row) + "   " + " ".join(f"{x:.0f}" for x in per))
+
+
+if __name__ == "__main__":
+    main()
