@@ -52,7 +52,9 @@ class Part:
     back_feature: bool = False
 
     def sdf(self, p: Tensor) -> Tensor:
-        return primitives.evaluate(self.kind, self.params, p @ self.transform.to(p))  # rows: (T^T p^T)^T
+        if not torch.equal(self.transform, torch.eye(3)):
+            p = p @ self.transform.to(p)  # rows: (T^T p^T)^T
+        return primitives.evaluate(self.kind, self.params, p)
 
     def bounding_radius(self) -> float:
         return primitives.bounding_radius(self.kind, self.params)

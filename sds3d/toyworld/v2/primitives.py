@@ -10,6 +10,7 @@ except the triangle, whose plane is given explicitly below).
 from __future__ import annotations
 
 import math
+from itertools import product
 
 import torch
 from torch import Tensor
@@ -114,9 +115,11 @@ def bounding_radius(kind: str, params: dict) -> float:
     if kind == "capped_cone":
         return max(n(params["a"]), n(params["b"])) + max(params["ra"], params["rb"])
     if kind == "rounded_box":
-        return n(params["centre"]) + n(params["half_extent"]) + params["rounding"]
+        c, h = params["centre"], params["half_extent"]
+        return max(n([ci + si * hi for ci, si, hi in zip(c, signs, h)]) for signs in product((-1, 1), repeat=3)) + params["rounding"]
     if kind == "tri_prism_y":
-        return n(params["apex"]) + math.hypot(params["half_width"], params["height"]) + params["half_length"]
+        (x, y, z), w, h, L = params["apex"], params["half_width"], params["height"], params["half_length"]
+        return max(n([x + dx, y + dy, z - dz]) for dx, dz in ((0.0, 0.0), (-w, h), (w, h)) for dy in (-L, L))
     if kind == "v1_shape":
         return n(params["centre"]) + params["scale"] * v1_shapes.bounding_radius(params["shape"])
     raise ValueError(f"unknown primitive kind {kind!r}; toyworld_v2.json has {', '.join(PRIMITIVES)}")

@@ -15,7 +15,7 @@ from .. import world
 from ..render import shade
 from .objects import ToyObject
 
-_CONVERGED = 1e-5  # a ray stops marching once the SDF at its point is below this
+_CONVERGED = 1e-4  # a ray stops marching once the SDF at its point is below this
 _HIT = 1e-3  # and counts as a hit if |SDF| < _HIT there before leaving its bounding sphere (v1's test)
 
 
