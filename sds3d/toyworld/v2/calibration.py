@@ -66,8 +66,8 @@ def perturbed(mesh: trimesh.Trimesh, kind: str, seed: int = 0) -> trimesh.Trimes
     raise ValueError(f"unknown perturbation {kind!r}; use one of {', '.join(PERTURBATIONS)}")
 
 
-def janus_table(resolution: int = 128, colour: str = world.COLOURS[0]) -> list[dict]:
-    """Verdicts and margins of every faced object x variant x perturbation.
+def janus_table(resolution: int = 128, colour: str = world.COLOURS[0], perturbations=PERTURBATIONS) -> list[dict]:
+    """Verdicts and margins of every faced object x variant x perturbation (GT meshes at ``resolution``).
 
     Each row: object, variant, perturbation, the ``janus_metrics`` result (with F), ``expected``
     and ``ok`` (every expected field matches), and the margins ``present_margin`` = F_max - 0.5
@@ -79,7 +79,7 @@ def janus_table(resolution: int = 128, colour: str = world.COLOURS[0]) -> list[d
             if variant == "two_faced_eyes_only" and name != "owl":
                 continue
             mesh = ground_truth_mesh(faced_object(name, colour, variant), resolution=resolution)
-            for kind in PERTURBATIONS:
+            for kind in perturbations:
                 m = janus_metrics(name, perturbed(mesh, kind))
                 expected = EXPECTED[variant]
                 rows.append({"object": name, "variant": variant, "perturbation": kind, **m, "expected": expected,
@@ -89,13 +89,13 @@ def janus_table(resolution: int = 128, colour: str = world.COLOURS[0]) -> list[d
     return rows
 
 
-def composition_table(prompts: list[tuple], resolution: int = 128) -> list[dict]:
+def composition_table(prompts: list[tuple], resolution: int = 128, perturbations=PERTURBATIONS) -> list[dict]:
     """composition_metrics of GT meshes (each ``(relation, c1, s1, c2, s2)``), unperturbed and perturbed."""
     rows = []
     for args in prompts:
         obj = composition(*args)
         mesh = ground_truth_mesh(obj, resolution=resolution)
-        for kind in PERTURBATIONS:
+        for kind in perturbations:
             m = perturbed(mesh, kind)
             rows.append({"prompt": obj.prompt, "perturbation": kind, **composition_metrics(obj, occupancy(m), surface_samples(m))})
     return rows
