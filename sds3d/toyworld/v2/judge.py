@@ -78,7 +78,13 @@ def slot_colour_scores(images: Tensor, weights: Tensor) -> Tensor:
 
     v1's estimate (``toyworld.judge.colour_scores``) with per-pixel weights: a covered pixel is
     c = a * albedo * s + (1 - a), so (c - (1 - a)) weighted by a estimates albedo * s.
-    Args: images (B, 3, H*W), foreground (B, H*W) folded into ``weights`` (B, H*W).
+
+    Args:
+        images: background-corrected pixels c - (1 - a). Shape: (B, 3, H*W).
+        weights: the foreground a times the pixels' slot coverage. Shape: (B, H*W).
+
+    Returns:
+        (B, n_colours); the largest is the nearest colour.
     """
     w = weights[:, None]
     rgb = (images * w).sum(-1) / (w * w).sum(-1).clamp(min=1e-6)

@@ -24,7 +24,7 @@ from torch import Tensor
 from .. import world
 from ..meshes import grid_centres, mesh_colour_at, mesh_occupancy
 from . import spec
-from .objects import ToyObject, faced_object, from_prompt, rotation_z
+from .objects import ObjectError, ToyObject, faced_object, from_prompt, rotation_z
 
 # ---------------------------------------------------------------------------------------------
 # Reading a mesh
@@ -202,7 +202,7 @@ def janus_metrics(name: str, mesh: trimesh.Trimesh, samples: Samples | None = No
     chair is never flooded (toyworld_v2.json errata).
     """
     if name not in spec.OBJECTS:
-        raise ValueError(f"{name!r} is not a faced object ({', '.join(spec.OBJECTS)})")
+        raise ObjectError(f"{name!r} is not a faced object; toy world v2 has {', '.join(spec.OBJECTS)}")
     s = surface_samples(mesh) if samples is None and name != "chair" else samples
     if name == "chair" and occ is None:
         occ = occupancy(mesh)
@@ -354,7 +354,7 @@ def ground_truth_mesh(obj: ToyObject | str, variant: str | None = None, resoluti
     if isinstance(obj, str):
         obj = from_prompt(obj, variant)
     elif variant is not None:
-        raise ValueError("pass the variant with a prompt, or build the variant with objects.faced_object")
+        raise ObjectError("pass the variant with a prompt, or build the variant with objects.faced_object")
     c = torch.linspace(-spec.GRID_BOUND, spec.GRID_BOUND, resolution)
     grid = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1)
     with torch.no_grad():

@@ -202,9 +202,7 @@ def faced_object(name: str, colour: str, variant: str | None = None) -> ToyObjec
     decals = [_decal_from_spec(d) for d in entry["decals"]]
     # The chair's face is geometric: its backrest (a back feature) plays the part of the face.
     key = "back_feature" if name == "chair" else "front_feature"
-    if variant is None:
-        pass
-    elif variant == "two_faced":
+    if variant == "two_faced":
         fp, fd = _features(parts, decals, key)
         parts += [_moved(p, MIRROR_X) for p in fp]
         decals += [_moved(d, MIRROR_X) for d in fd]
@@ -225,7 +223,7 @@ def faced_object(name: str, colour: str, variant: str | None = None) -> ToyObjec
     elif variant == "faceless":
         parts = [p for p in parts if not getattr(p, key)]
         decals = [d for d in decals if not getattr(d, key)]
-    else:
+    elif variant is not None:
         raise ObjectError(f"unknown Janus variant {variant!r}; toyworld_v2.json has {', '.join(spec.VARIANTS)}")
     return ToyObject(ParsedPrompt(((colour, name),)), tuple(parts), tuple(decals), variant)
 
