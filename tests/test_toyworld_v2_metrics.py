@@ -167,3 +167,78 @@ def test_flooded_meshes_have_no_janus_verdict():
     chair = ground_truth_mesh("a red chair")
     chair.visual.vertex_colors = np.tile([242, 242, 242, 255], (len(chair.vertices), 1)).astype(np.uint8)
     assert not janus_metrics("chair", chair)["flooded"]  # errata: the chair's face is geometric
+
+
+def _cylinder_samples(n=40000, seed=0):
+    rng = np.random.default_rng(seed)
+    az, z = rng.uniform(-180, 180, n), rng.uniform(-0.5, 0.5, n)
+    return rng, az, z
+
+
+def _evidence_loop(values, az, mask, half_window, phi):
+    """sum over samples of values where mask and |az - phi| <= half_window (circular), one phi at a time."""
+    d = np.abs((az - phi + 180) % 360 - 180)
+    return values[mask & (d <= half_window)].sum()
+
+
+def test_owl_face_evidence_formula():
+    from sds3d.toyworld.v2.metrics import Samples, face_evidence, reference
+
+    rng, az, z = _cylinder_samples()
+    r = np.full(len(az), 0.38)
+    beak = (np.abs(az - 30) < 8) & (np.abs(z) < 0.06)
+    r[beak] += 0.14 * rng.uniform(0, 1, beak.sum())  # a beak at azimuth 30
+    albedo = np.tile([0.9, 0.1, 0.1], (len(az), 1))
+    eyes = (np.abs(az - 30) < 12) & (z > 0.1) & (z < 0.3)
+    albedo[eyes] = 0.95
+    s = Samples(np.stack([r * np.cos(np.radians(az)), r * np.sin(np.radians(az)), z], 1), albedo, 2e-5)
+    ref = reference("owl")
+    P = []
+    for phi in PHI:
+        w = (np.abs((az - phi + 180) % 360 - 180) <= 20) & (np.abs(z) <= 0.15)
+        P.append(np.percentile(r[w], 95))
+    P = np.array(P) - np.median(P)
+    expected = [0.5 * min(1, _evidence_loop(np.full(len(az), s.area), az, eyes & (z >= 0) & (z <= 0.45), 45, phi) / ref["A_eye"])
+                + 0.5 * min(1, max(0, P[k] / ref["P_gt"])) for k, phi in enumerate(PHI)]
+    assert np.allclose(face_evidence("owl", samples=s), expected, atol=1e-12)
+    assert janus_decision(face_evidence("owl", samples=s))["front_az"] == 30.0
+
+
+def test_house_face_evidence_formula():
+    from sds3d.toyworld.v2.metrics import Samples, face_evidence, reference
+
+    _, az, z = _cylinder_samples(seed=1)
+    albedo = np.tile([0.1, 0.75, 0.15], (len(az), 1))
+    door = (np.abs(az + 60) < 10) & (z < -0.1)
+    windows = (np.abs(np.abs(az + 60) - 30) < 8) & (np.abs(z) < 0.05)
+    albedo[door], albedo[windows] = spec.FIXED_COLOURS["door"], spec.FIXED_COLOURS["white"]
+    s = Samples(np.stack([0.4 * np.cos(np.radians(az)), 0.4 * np.sin(np.radians(az)), z], 1), albedo, 3e-5)
+    ref = reference("house")
+    area = np.full(len(az), s.area)
+    expected = [0.5 * min(1, _evidence_loop(area, az, door & (z >= -0.45) & (z <= -0.08), 45, phi) / ref["A_door"])
+                + 0.5 * min(1, _evidence_loop(area, az, windows & (z >= -0.12) & (z <= 0.10), 45, phi) / ref["A_windows"])
+                for phi in PHI]
+    assert np.allclose(face_evidence("house", samples=s), expected, atol=1e-12)
+
+
+def test_chair_face_evidence_formula():
+    from sds3d.toyworld.v2.metrics import face_evidence, grid_points, reference
+
+    p = grid_points().numpy().astype(np.float64)
+    # A backrest on the +y side (a chair facing -y, azimuth 270) and a partly filled central column.
+    occ = (np.abs(p[:, 1] - 0.22) <= 0.04) & (np.abs(p[:, 0]) <= 0.26) & (p[:, 2] >= 0.0) & (p[:, 2] <= 0.54)
+    occ |= (np.abs(p[:, 0]) <= 0.10) & (np.abs(p[:, 1]) <= 0.10) & (p[:, 2] >= 0.15) & (p[:, 2] <= 0.25)
+    column = (np.abs(p[:, 0]) <= 0.10) & (np.abs(p[:, 1]) <= 0.10) & (p[:, 2] >= 0.15) & (p[:, 2] <= 0.45)
+    C = occ[column].mean()
+    expected = []
+    for phi in PHI:
+        psi = np.radians(phi + 180.0)
+        # Turn the points so that azimuth psi becomes azimuth 180 (-x), then the box is the GT's.
+        turn = np.radians(180.0) - psi
+        x = p[:, 0] * np.cos(turn) - p[:, 1] * np.sin(turn)
+        y = p[:, 0] * np.sin(turn) + p[:, 1] * np.cos(turn)
+        box = (x >= -0.27) & (x <= -0.17) & (np.abs(y) <= 0.22) & (p[:, 2] >= 0.12) & (p[:, 2] <= 0.50)
+        expected.append(min(1.0, occ[box].mean() * (1 - C) / reference("chair")["B_gt"]))
+    F = face_evidence("chair", occ=occ.reshape(64, 64, 64))
+    assert np.allclose(F, expected, atol=1e-9) and 0 < C < 1
+    assert janus_decision(F)["front_az"] == 270.0

@@ -99,7 +99,7 @@ class ToyObject:
 
     @property
     def kind(self) -> str:
-        """"v1", "faced" or "composition"."""
+        """One of "v1", "faced", "composition"."""
         return self.parsed.kind
 
     @property
@@ -176,9 +176,9 @@ def _decal_from_spec(entry: dict) -> Decal:
 def _reaching_out(decal: Decal, outer: float) -> Decal:
     """A box decal on a front wall (+x) extended outwards to x = ``outer`` in its own frame.
 
-    A copy of the house's door or window rotated by 120 deg lies inside the (square) walls, which
-    are not rotation symmetric, and would colour nothing; extended along its outward axis it
-    colours the wall patch the rotated feature faces (toyworld_v2.json errata, three_faced).
+    The house's walls are a box, not rotation symmetric: its door rotated by 120 deg lies inside
+    them and would colour nothing; extended along its outward axis it colours the wall patch the
+    rotated feature faces (toyworld_v2.json errata, three_faced).
     """
     if decal.kind != "box":
         return decal
