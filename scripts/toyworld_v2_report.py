@@ -21,7 +21,7 @@ import time
 def dataset_time(threads: int) -> None:
     import torch
 
-    from sds3d.priors.train_toy import build_dataset as build_v1
+    from sds3d.toyworld.dataset import build_dataset as build_v1
     from sds3d.toyworld.v2.dataset import build_dataset
 
     torch.set_num_threads(threads)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sds3d.cameras import view_labels
-from sds3d.priors.train_toy import build_dataset as build_v1_dataset
+from sds3d.toyworld.dataset import build_dataset as build_v1_dataset
 from sds3d.toyworld.v2 import spec
 from sds3d.toyworld.v2.dataset import build_dataset, sample_front_biased, sparse_captions
 from sds3d.toyworld.v2.prompts import parse_prompt, training_prompts
@@ -85,7 +85,8 @@ def test_dataset_layout_v1_part_and_determinism():
     assert images.min() >= -1 and images.max() <= 1 and images.dtype == torch.float32
     # The v1 part is v1's dataset, unchanged.
     v1 = build_v1_dataset(2, 0)
-    assert torch.equal(images[:32], v1[0]) and captions[:32] == v1[1] and base[:32] == v1[2] and torch.equal(angles[:32], v1[3])
+    assert torch.equal(images[:32], v1.images) and captions[:32] == v1.prompts and base[:32] == v1.base_prompts
+    assert torch.equal(angles[:32], v1.cameras.view_angles)
     # Every trained prompt, with its images per pair; captions are the base or base + its own view.
     assert sorted(set(base)) == sorted(training_prompts())
     kinds = [parse_prompt(b).kind for b in base]

@@ -91,10 +91,10 @@ def build_dataset(seed: int, images_per_pair: dict[str, int] | None = None, v1: 
     counts = dict(spec.IMAGES_PER_PAIR, **(images_per_pair or {}))
     images, captions, base, angles = [], [], [], []
     if v1:
-        from ...priors.train_toy import build_dataset as build_v1_dataset
+        from ..dataset import build_dataset as build_v1_dataset
 
-        x, c, b, a = build_v1_dataset(counts["v1_pair"], seed)
-        images, captions, base, angles = [x], list(c), list(b), [a]
+        d = build_v1_dataset(counts["v1_pair"], seed)
+        images, captions, base, angles = [d.images], list(d.prompts), list(d.base_prompts), [d.cameras.view_angles]
     g = torch.Generator().manual_seed(seed + 2**32)
     faced, comps = training_objects()
     for objects, n in ((faced, counts["faced_object"]), (comps, counts["composition"])):
