@@ -184,12 +184,22 @@ def save_validation_renders(cfg: RunConfig, scene, path: Path) -> None:
 
 
 def export_mesh(cfg: RunConfig, run_dir: Path, scene) -> dict:
-    """Marching cubes -> cleanup -> colours -> mesh/ files. Returns the summary entries."""
+    """Marching cubes -> cleanup -> colours -> mesh/ files, then the mesh file compared with the scene
+    from the validation cameras (``export.fidelity``: renders/fidelity.png). Returns the summary entries."""
     from .export import extract_mesh, write_mesh
 
     mesh = extract_mesh(scene, cfg.export)
     paths = write_mesh(mesh, scene, Path(run_dir) / "mesh", cfg.export)
-    return {"mesh": {k: str(v) for k, v in paths.items()}, "mesh_vertices": int(len(mesh.vertices)), "mesh_faces": int(len(mesh.faces))}
+    result = {"mesh": {k: str(v) for k, v in paths.items()}, "mesh_vertices": int(len(mesh.vertices)),
+              "mesh_faces": int(len(mesh.faces))}
+    if cfg.export.fidelity:
+        from .export.fidelity import load_exported_mesh, mesh_fidelity
+
+        mesh_file, linear_colours = load_exported_mesh(paths)
+        cams = _orbit_cameras(cfg, cfg.trainer.val_views or 4).to(next(scene.parameters()).device)
+        result["fidelity"] = mesh_fidelity(scene, mesh_file, cams, cfg.orbit.resolution,
+                                           Path(run_dir) / "renders" / "fidelity.png", linear_colours)
+    return result
 
 
 def evaluate(cfg: RunConfig, run_dir: Path, scene) -> dict | None:
