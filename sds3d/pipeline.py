@@ -1,7 +1,7 @@
 """A run, in order: prepare -> build prior, prompts, guidance, scene -> train -> finish.
 
 The only module that sequences a run (docs/architecture.md). ``run`` trains (or resumes) and
-finishes; ``finish`` writes the orbit video, the mesh, the toy-world metrics and summary.json;
+finishes; ``finish`` writes the orbit video, the mesh, the toy-world metrics, summary.json and report.html;
 ``render_orbit``, ``export_mesh`` and ``evaluate`` are the steps ``sds3d render / export / eval``
 repeat on a finished run. Every file goes through ``sds3d.runs``.
 """
@@ -21,6 +21,7 @@ from . import runs
 from .cameras import orbit_cameras
 from .checkpoint import TrainingInterrupted
 from .config import RunConfig
+from .report import write_run_report
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,20 +135,23 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
 
 
 def finish(cfg: RunConfig, run_dir: Path, scene, timings: dict | None = None) -> dict:
-    """After training: orbit video, mesh, toy-world metrics, all recorded in summary.json."""
+    """After training: orbit video, mesh, toy-world metrics, all recorded in summary.json; then report.html."""
     timings = dict(timings or {})
     scene.eval()
-    # The video first: if the mesh comes out empty, the run still shows what it learned.
-    t0 = time.perf_counter()
-    runs.update_summary(run_dir, {"orbit": str(render_orbit(cfg, run_dir, scene))})
-    t1 = time.perf_counter()
-    runs.update_summary(run_dir, export_mesh(cfg, run_dir, scene))
-    t2 = time.perf_counter()
-    metrics = evaluate(cfg, run_dir, scene)
-    if metrics is not None:
-        runs.update_summary(run_dir, {"eval": metrics})
-    timings.update(orbit=t1 - t0, export=t2 - t1, eval=time.perf_counter() - t2)
-    return runs.update_summary(run_dir, {"timings": {k: round(v, 3) for k, v in timings.items()}})
+    try:
+        # The video first: if the mesh comes out empty, the run still shows what it learned.
+        t0 = time.perf_counter()
+        runs.update_summary(run_dir, {"orbit": str(render_orbit(cfg, run_dir, scene))})
+        t1 = time.perf_counter()
+        runs.update_summary(run_dir, export_mesh(cfg, run_dir, scene))
+        t2 = time.perf_counter()
+        metrics = evaluate(cfg, run_dir, scene)
+        if metrics is not None:
+            runs.update_summary(run_dir, {"eval": metrics})
+        timings.update(orbit=t1 - t0, export=t2 - t1, eval=time.perf_counter() - t2)
+        return runs.update_summary(run_dir, {"timings": {k: round(v, 3) for k, v in timings.items()}})
+    finally:  # also when the export fails: the page shows the video and says what is missing
+        write_run_report(run_dir)
 
 
 def _orbit_cameras(cfg: RunConfig, n: int):

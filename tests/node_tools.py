@@ -51,3 +51,47 @@ def validate_gltf(paths: list[Path]) -> list[dict]:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+_BROWSE = r"""
+const { chromium } = require(process.argv[1]);
+const [page_url, shot, element_shot, executable] = process.argv.slice(2);
+(async () => {
+  // SwiftShader: WebGL on the CPU, as on a machine without a GPU.
+  const browser = await chromium.launch({ executablePath: executable,
+    args: ['--no-sandbox', '--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'] });
+  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  const errors = [], failed = [];
+  page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', e => errors.push(String(e)));
+  page.on('requestfailed', r => failed.push(`${r.url().slice(0, 120)} ${r.failure() && r.failure().errorText}`));
+  await page.goto(page_url, { waitUntil: 'load' });
+  const viewers = await page.locator('model-viewer').count();
+  let loaded = null;
+  if (viewers) {
+    loaded = await page.waitForFunction(() => document.querySelector('model-viewer').loaded === true, null, { timeout: 60000 })
+      .then(() => true, () => false);
+    await page.evaluate(() => { const v = document.querySelector('model-viewer'); v.autoRotate = false; v.jumpCameraToGoal(); });
+    await page.waitForTimeout(1000);  // a few frames after the camera settles
+    await page.locator('model-viewer').screenshot({ path: element_shot });
+  }
+  await page.screenshot({ path: shot, fullPage: true });
+  const links = await page.$$eval('a[href]', as => as.map(a => a.href));
+  console.log(JSON.stringify({ errors, failed, viewers, loaded, links }));
+  await browser.close();
+})().catch(e => { console.error(String(e)); process.exit(1); });
+"""
+
+
+def browse(page: Path, shot: Path, element_shot: Path) -> dict:
+    """Open ``page`` from file:// in headless Chromium: console errors, failed requests, whether its
+    <model-viewer> loaded (screenshot of it in ``element_shot``), its links; full-page screenshot in ``shot``."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    playwright = node_package("playwright-core")
+    out = subprocess.run(["node", "-e", _BROWSE, str(playwright), Path(page).resolve().as_uri(), str(shot), str(element_shot),
+                          str(CHROMIUM)], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -93,7 +93,7 @@ class ExportConfig:
     texture: str = "auto"
     texture_size: int = 512
     fidelity: bool = True
-    formats: list = dataclass_field(default_factory=lambda: ["obj"])
+    formats: list = dataclass_field(default_factory=lambda: ["obj", "glb"])
     chunk_size: int = 65536
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""A sweep's results: one row per run (summary.csv, summary.md) and the comparison image.
+"""A sweep's results: one row per run (summary.csv, summary.md), the comparison image and index.html.
 
 Metrics are read defensively from each run's summary.json: the trainer writes ``train_seconds``
 and ``final_loss_sds``; ``sds3d.eval.evaluate_run`` writes ``eval.mesh_iou``, ``eval.colour_error``
@@ -144,9 +144,7 @@ def write_markdown(rows: list[dict], path: Path, grid_keys: list[str], title: st
         points: dict[tuple, list[dict]] = {}
         for row in rows:
             points.setdefault(tuple(row.get(k) for k in grid_keys), []).append(row)
-        header = list(grid_keys) + ["runs", "failed"] + [f"mean {c}" for c in METRIC_COLUMNS]
-        body = [list(p) + [len(rs), sum(r["status"] == "failed" for r in rs)] + [_mean_cell(rs, c) for c in METRIC_COLUMNS]
-                for p, rs in points.items()]
+        header, body = mean_table(rows, grid_keys)
         lines += ["## Mean over prompts x seeds", "",
                   "A mean is over the runs that have the metric; \"(n of N)\" marks a mean over fewer than all.", ""]
         lines += _md_table(header, body) + [""]
@@ -274,3 +272,59 @@ def _wrap_legend(draw, font, width_px: int) -> list[str]:
         else:
             cur = trial
     return lines + [cur]
+
+
+def mean_table(rows: list[dict], grid_keys: list[str]) -> tuple[list[str], list[list]]:
+    """The per-grid-point means of summary.md: header and body rows (cells as ``_mean_cell`` writes them)."""
+    points: dict[tuple, list[dict]] = {}
+    for row in rows:
+        points.setdefault(tuple(row.get(k) for k in grid_keys), []).append(row)
+    header = list(grid_keys) + ["runs", "failed"] + [f"mean {c}" for c in METRIC_COLUMNS]
+    body = [list(p) + [len(rs), sum(r["status"] == "failed" for r in rs)] + [_mean_cell(rs, c) for c in METRIC_COLUMNS]
+            for p, rs in points.items()]
+    return header, body
+
+
+def write_index(rows: list[dict], runs: list[RunSpec], sweep_dir: Path, path: Path, grid_keys: list[str],
+                title: str = "sds3d sweep") -> Path:
+    """index.html: the means, then the comparison grid (rows prompts x seeds, columns grid points),
+    each cell a picture of the run and its metrics, linking to the run's report.html."""
+    from ..report.page import esc, page, png_data_uri, section, table
+
+    sweep_dir = Path(sweep_dir)
+    by_name = {r["run"]: r for r in rows}
+    columns = list(dict.fromkeys(r.column for r in runs))
+    row_keys = list(dict.fromkeys((r.prompt, r.seed) for r in runs))
+    grid = ["<table class=\"grid\"><tr><th></th>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>"]
+    for prompt, seed in row_keys:
+        cells = [f"<th>{esc(prompt)}<br><span class=\"note\">seed {seed}</span></th>"]
+        for col in columns:
+            run = next((r for r in runs if r.prompt == prompt and r.seed == seed and r.column == col), None)
+            row = by_name.get(run.name) if run else None
+            if row is None:
+                cells.append("<td></td>")
+                continue
+            run_dir = sweep_dir / run.name
+            img = result_image(run_dir, 128)
+            picture = (f'<img src="{png_data_uri(img)}" alt="{esc(run.name)}">' if img is not None
+                       else '<div class="note">no render</div>')
+            text = "\n".join(_cell_text(row))
+            css = "cell failed" if row["status"] == "failed" else "cell"
+            report = run_dir / "report.html"
+            href = f"{run.name}/report.html" if report.is_file() else f"{run.name}/"
+            cells.append(f'<td><a href="{esc(href)}" title="{esc(run.name)}">{picture}<div class="{css}">{esc(text)}</div></a></td>')
+        grid.append("<tr>" + "".join(cells) + "</tr>")
+    grid.append("</table>")
+    header, body = mean_table(rows, grid_keys)
+    legend = "<p class=\"note\">" + esc(" | ".join(LEGEND)) + "</p>"
+    files = "".join(f'<li><a href="{n}">{n}</a></li>' for n in ("summary.md", "summary.csv", "comparison.png")
+                    if (sweep_dir / n).is_file())
+    html_body = "".join([
+        section("Mean over prompts x seeds", table([tuple(r) for r in body], tuple(header))
+                + "<p class=\"note\">A mean is over the runs that have the metric; \"(n of N)\" marks a mean over "
+                  "fewer than all (summary.md says which runs and why).</p>", "means"),
+        section("Runs", "".join(grid) + legend + "<p class=\"note\">Each cell opens its run's report.</p>", "grid"),
+        section("Files", f"<ul>{files}</ul>", "files"),
+    ])
+    path.write_text(page(title, html_body, subtitle=f"{len(rows)} runs in {sweep_dir}"))
+    return path
