@@ -105,6 +105,11 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
     def checkpoint(s) -> None:
         runs.write_checkpoint(run_dir, {**s.state_dict(), "scene": scene.state_dict(), "guidance": guidance.state_dict()})
 
+    board = None
+    if cfg.logger == "tensorboard":
+        from .report.tensorboard import TensorBoardLog
+
+        board = TensorBoardLog(run_dir, first_step=state.step)
     stop = StopRequest()
     bar = tqdm(total=cfg.trainer.max_steps, initial=state.step, desc=cfg.prompt[:40], unit="step",
                disable=not cfg.trainer.progress, dynamic_ncols=True)
@@ -115,13 +120,21 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
 
     try:
         with stop.installed(), runs.MetricsLog(run_dir) as metrics:
-            hooks = TrainHooks(log=metrics.write, checkpoint=checkpoint, progress=progress, should_stop=stop,
+            def log(record: dict) -> None:
+                metrics.write(record)
+                if board is not None:
+                    board.write(record)
+
+            hooks = TrainHooks(log=log, checkpoint=checkpoint, progress=progress, should_stop=stop,
                                validate=lambda step: save_validation_renders(cfg, scene, run_dir / "renders" / f"step_{step:05d}.png"))
             state = train(cfg, scene, guidance, prompts, state, hooks, stop_after=stop_after)
     except KeyboardInterrupt:
         bar.close()
         checkpoint(state)
         raise TrainingInterrupted(state.step, run_dir, signal.SIGINT) from None
+    finally:
+        if board is not None:
+            board.close()
     bar.close()
     checkpoint(state)
     if state.step < cfg.trainer.max_steps:
