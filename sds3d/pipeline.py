@@ -202,10 +202,20 @@ def save_validation_renders(cfg: RunConfig, scene, path: Path) -> None:
 
 def export_mesh(cfg: RunConfig, run_dir: Path, scene) -> dict:
     """Marching cubes -> cleanup -> colours -> mesh/ files, then the mesh file compared with the scene
-    from the validation cameras (``export.fidelity``: renders/fidelity.png). Returns the summary entries."""
+    from the validation cameras (``export.fidelity``: renders/fidelity.png). With
+    ``scene.freeze_geometry`` the mesh is ``scene.init_from``'s own, coloured by the scene.
+    Returns the summary entries."""
     from .export import extract_mesh, write_mesh
 
-    mesh = extract_mesh(scene, cfg.export)
+    if cfg.scene.freeze_geometry:
+        from .export.mesh import colour_mesh
+        from .scene.mesh_init import load_init_mesh
+
+        mesh = load_init_mesh(cfg.scene.init_from, cfg.export.up_axis, cfg.scene.init_scale, cfg.field.bound)
+        colour_mesh(scene, mesh, cfg.export)
+        mesh.metadata["surface"] = "scene.init_from"
+    else:
+        mesh = extract_mesh(scene, cfg.export)
     paths = write_mesh(mesh, scene, Path(run_dir) / "mesh", cfg.export)
     result = {"mesh": {k: str(v) for k, v in paths.items()}, "mesh_vertices": int(len(mesh.vertices)),
               "mesh_faces": int(len(mesh.faces))}
