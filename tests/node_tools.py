@@ -67,11 +67,11 @@ const [page_url, shot, element_shot, executable] = process.argv.slice(2);
   page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', e => errors.push(String(e)));
   page.on('requestfailed', r => failed.push(`${r.url().slice(0, 120)} ${r.failure() && r.failure().errorText}`));
-  await page.goto(page_url, { waitUntil: 'load' });
+  await page.goto(page_url, { waitUntil: 'load', timeout: 120000 });  // SwiftShader on a busy CPU is slow
   const viewers = await page.locator('model-viewer').count();
   let loaded = null;
   if (viewers) {
-    loaded = await page.waitForFunction(() => document.querySelector('model-viewer').loaded === true, null, { timeout: 60000 })
+    loaded = await page.waitForFunction(() => document.querySelector('model-viewer').loaded === true, null, { timeout: 120000 })
       .then(() => true, () => false);
     await page.evaluate(() => { const v = document.querySelector('model-viewer'); v.autoRotate = false; v.jumpCameraToGoal(); });
     await page.waitForTimeout(1000);  // a few frames after the camera settles
