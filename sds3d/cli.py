@@ -63,7 +63,7 @@ def cmd_export(args) -> int:
     from .pipeline import export_mesh
     from .runs import load_run_config, load_scene, update_summary
 
-    overrides = []
+    overrides = list(args.overrides)
     if args.resolution is not None:
         overrides.append(f"export.resolution={args.resolution}")
     if args.format:
@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="extract the mesh of a run again (other resolution or format)")
     e.add_argument("run_dir")
+    e.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="export settings, e.g. export.target_faces=5000 export.texture_size=1024")
     e.add_argument("--resolution", type=int)
     e.add_argument("--format", action="append", choices=["obj", "glb", "ply"])
     e.set_defaults(func=cmd_export)

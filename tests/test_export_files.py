@@ -12,7 +12,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from sds3d.export import ExportConfig, ExportError, extract_mesh, write_mesh
-from sds3d.export.cleanup import decimate, sliver_count, smooth
+from sds3d.export.cleanup import decimate, remove_fins, sliver_count, smooth
 from sds3d.export.colour import linear_to_srgb, srgb_to_linear
 from sds3d.export.mesh import world_to_file
 from sds3d.export.texture import xatlas_available
@@ -149,6 +149,22 @@ def test_decimation_reaches_the_target_and_keeps_the_solid():
     assert decimate(mesh, 10 * len(mesh.faces)) is mesh  # nothing to do
     exported = extract_mesh(SphereField(), ExportConfig(resolution=40, target_faces=600))
     assert abs(len(exported.faces) - 600) <= 4 and sliver_count(exported) == 0
+
+
+def test_fins_left_by_a_collapse_are_removed():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    n = len(sphere.faces)
+    # A flap folded onto itself on a surface edge (a, b): two triangles on the same three vertices,
+    # so (a, b) is shared by 4 faces.
+    a, b = sphere.faces[0][:2]
+    c = int(np.argmin(sphere.vertices @ sphere.vertices[a]))  # the far side
+    fin = np.array([[a, b, c], [b, a, c]])
+    folded = trimesh.Trimesh(sphere.vertices, np.concatenate([sphere.faces, fin]), process=False)
+    assert not folded.is_watertight
+    repaired = remove_fins(folded)
+    assert repaired.is_watertight and len(repaired.faces) == n
+    np.testing.assert_array_equal(np.sort(repaired.faces, axis=1), np.sort(sphere.faces, axis=1))
+    assert len(remove_fins(sphere.copy()).faces) == n  # nothing to remove
 
 
 def test_clean_up_settings_are_checked():

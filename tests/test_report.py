@@ -10,10 +10,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
-import pytest
 import torch
 from PIL import Image
 
+from node_tools import validate_gltf
 from sds3d.config import load_config, to_yaml
 from sds3d.export import ExportConfig, extract_mesh, write_mesh, write_orbit_video
 from sds3d.report import write_run_report
@@ -131,3 +131,5 @@ def test_a_run_writes_its_report_and_fidelity(tmp_path, tiny_pixel_prior):
     assert (run_dir / "report.html").is_file() and (run_dir / "report_files" / "model-viewer-umd.min.js").is_file()
     assert set(summary["fidelity"]) >= {"mask_iou", "psnr", "psnr_inside", "views", "resolution"}
     assert (run_dir / "renders" / "fidelity.png").is_file() and summary["mesh"]["glb"].endswith("mesh.glb")
+    for report in validate_gltf([Path(summary["mesh"]["glb"])]):  # the .glb a run writes is valid glTF
+        assert (report["errors"], report["warnings"]) == (0, 0), report

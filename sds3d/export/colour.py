@@ -1,4 +1,5 @@
-"""The albedo a render shows at a surface point: composited along a short ray through it.
+"""The albedo a render shows at a surface point: composited along a short ray through it; and the
+sRGB transfer functions the files need (``files``: "Colour space").
 
 An SDS field's density is a soft shell, and a mesh surface placed at a low opacity (the toy
 default is 10%) lies in its outer fringe, where the albedo is barely trained: rays take only a

@@ -231,7 +231,7 @@ def remove_floaters(mesh: trimesh.Trimesh, min_component_fraction: float) -> tri
 
 
 def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
-    """Marching cubes of the field's surface, cleaned, with albedo vertex colours. World frame.
+    """Marching cubes of the field's surface, cleaned up (``cleanup``), with albedo vertex colours. World frame.
 
     ``cfg.surface`` picks the scalar grid: the optical depth from outside (``visibility``) or the
     density itself (``density``). The grid is padded with one layer of zeros so surfaces cut by
@@ -240,7 +240,7 @@ def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
     Args:
         field: a field (module docstring contract).
         cfg: export settings; ``resolution``, ``surface``, ``surface_opacity``, ``threshold``,
-            ``min_component_fraction`` are used.
+            ``min_component_fraction``, ``target_faces``, ``smooth_iterations``, ``albedo`` are used.
 
     Returns:
         A mesh with outward faces (positive volume when closed) and RGBA uint8 vertex colours;
