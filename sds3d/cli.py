@@ -28,6 +28,12 @@ def cmd_run(args) -> int:
     from .runs import load_run_config, prepare_run_dir
 
     config_path, overrides = _split_config_args(args.items)
+    if args.print_config:  # the resolved config, exactly as config.yaml would hold it, and nothing else
+        from .config import to_yaml
+
+        cfg = load_run_config(Path(args.resume), overrides) if args.resume else load_config(config_path, overrides)
+        print(to_yaml(cfg), end="")
+        return 0
     if args.resume:
         run_dir = Path(args.resume)
         if config_path is not None:
@@ -57,7 +63,7 @@ def cmd_export(args) -> int:
     from .pipeline import export_mesh
     from .runs import load_run_config, load_scene, update_summary
 
-    overrides = []
+    overrides = list(args.overrides)
     if args.resolution is not None:
         overrides.append(f"export.resolution={args.resolution}")
     if args.format:
@@ -95,6 +101,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_run_report
+    from .runs import load_run_config
+
+    run_dir = Path(args.run_dir)
+    load_run_config(run_dir)  # a run folder, or one line saying it is not
+    print(write_run_report(run_dir))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import report
 
@@ -123,10 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("items", nargs="*", metavar="CONFIG|key=value", help='a YAML config then overrides, e.g. prompt="a red cube" guidance.scale=7.5')
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    r.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (every key with its value) and exit without running")
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="write report.html of a run folder again (after export, render or eval)")
+    rp.add_argument("run_dir", help="a run folder")
+    rp.set_defaults(func=cmd_report)
 
     e = sub.add_parser("export", help="extract the mesh of a run again (other resolution or format)")
     e.add_argument("run_dir")
+    e.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="export settings, e.g. export.target_faces=5000 export.texture_size=1024")
     e.add_argument("--resolution", type=int)
     e.add_argument("--format", action="append", choices=["obj", "glb", "ply"])
     e.set_defaults(func=cmd_export)

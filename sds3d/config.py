@@ -92,6 +92,7 @@ class RunConfig:
     out_dir: str = "runs"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    logger: str = "jsonl"  # jsonl: metrics.jsonl; tensorboard: also TensorBoard events in tensorboard/ (sds3d[tensorboard])
     prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
     camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
     scene: SceneConfig = dataclasses.field(default_factory=SceneConfig)
@@ -268,11 +269,12 @@ def check_config(cfg: RunConfig) -> None:
     from .fields.background import check_background_config
     from .fields.nerf import check_field_config
     from .render import check_render_config
+    from .report.tensorboard import check_logger
 
     for check, part in ((check_guidance_config, cfg.guidance), (lambda g: guidance_class(g.method), cfg.guidance), (check_field_config, cfg.field), (check_render_config, cfg.render),
                         (check_background_config, cfg.background), (check_export_config, cfg.export),
                         (check_prior_config, cfg.prior), (check_scene_config, cfg.scene), (check_orbit_config, cfg.orbit),
-                        (check_eval_config, cfg.eval)):
+                        (check_eval_config, cfg.eval), (check_logger, cfg.logger)):
         try:
             check(part)
         except ValueError as e:

@@ -1,7 +1,7 @@
 """A run, in order: prepare -> build prior, prompts, guidance, scene -> train -> finish.
 
 The only module that sequences a run (docs/architecture.md). ``run`` trains (or resumes) and
-finishes; ``finish`` writes the orbit video, the mesh, the toy-world metrics and summary.json;
+finishes; ``finish`` writes the orbit video, the mesh, the toy-world metrics, summary.json and report.html;
 ``render_orbit``, ``export_mesh`` and ``evaluate`` are the steps ``sds3d render / export / eval``
 repeat on a finished run. Every file goes through ``sds3d.runs``.
 """
@@ -21,6 +21,7 @@ from . import runs
 from .cameras import orbit_cameras
 from .checkpoint import TrainingInterrupted
 from .config import RunConfig
+from .report import write_run_report
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,6 +105,11 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
     def checkpoint(s) -> None:
         runs.write_checkpoint(run_dir, {**s.state_dict(), "scene": scene.state_dict(), "guidance": guidance.state_dict()})
 
+    board = None
+    if cfg.logger == "tensorboard":
+        from .report.tensorboard import TensorBoardLog
+
+        board = TensorBoardLog(run_dir, first_step=state.step)
     stop = StopRequest()
     bar = tqdm(total=cfg.trainer.max_steps, initial=state.step, desc=cfg.prompt[:40], unit="step",
                disable=not cfg.trainer.progress, dynamic_ncols=True)
@@ -114,13 +120,21 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
 
     try:
         with stop.installed(), runs.MetricsLog(run_dir) as metrics:
-            hooks = TrainHooks(log=metrics.write, checkpoint=checkpoint, progress=progress, should_stop=stop,
+            def log(record: dict) -> None:
+                metrics.write(record)
+                if board is not None:
+                    board.write(record)
+
+            hooks = TrainHooks(log=log, checkpoint=checkpoint, progress=progress, should_stop=stop,
                                validate=lambda step: save_validation_renders(cfg, scene, run_dir / "renders" / f"step_{step:05d}.png"))
             state = train(cfg, scene, guidance, prompts, state, hooks, stop_after=stop_after)
     except KeyboardInterrupt:
         bar.close()
         checkpoint(state)
         raise TrainingInterrupted(state.step, run_dir, signal.SIGINT) from None
+    finally:
+        if board is not None:
+            board.close()
     bar.close()
     checkpoint(state)
     if state.step < cfg.trainer.max_steps:
@@ -134,20 +148,23 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
 
 
 def finish(cfg: RunConfig, run_dir: Path, scene, timings: dict | None = None) -> dict:
-    """After training: orbit video, mesh, toy-world metrics, all recorded in summary.json."""
+    """After training: orbit video, mesh, toy-world metrics, all recorded in summary.json; then report.html."""
     timings = dict(timings or {})
     scene.eval()
-    # The video first: if the mesh comes out empty, the run still shows what it learned.
-    t0 = time.perf_counter()
-    runs.update_summary(run_dir, {"orbit": str(render_orbit(cfg, run_dir, scene))})
-    t1 = time.perf_counter()
-    runs.update_summary(run_dir, export_mesh(cfg, run_dir, scene))
-    t2 = time.perf_counter()
-    metrics = evaluate(cfg, run_dir, scene)
-    if metrics is not None:
-        runs.update_summary(run_dir, {"eval": metrics})
-    timings.update(orbit=t1 - t0, export=t2 - t1, eval=time.perf_counter() - t2)
-    return runs.update_summary(run_dir, {"timings": {k: round(v, 3) for k, v in timings.items()}})
+    try:
+        # The video first: if the mesh comes out empty, the run still shows what it learned.
+        t0 = time.perf_counter()
+        runs.update_summary(run_dir, {"orbit": str(render_orbit(cfg, run_dir, scene))})
+        t1 = time.perf_counter()
+        runs.update_summary(run_dir, export_mesh(cfg, run_dir, scene))
+        t2 = time.perf_counter()
+        metrics = evaluate(cfg, run_dir, scene)
+        if metrics is not None:
+            runs.update_summary(run_dir, {"eval": metrics})
+        timings.update(orbit=t1 - t0, export=t2 - t1, eval=time.perf_counter() - t2)
+        return runs.update_summary(run_dir, {"timings": {k: round(v, 3) for k, v in timings.items()}})
+    finally:  # also when the export fails: the page shows the video and says what is missing
+        write_run_report(run_dir)
 
 
 def _orbit_cameras(cfg: RunConfig, n: int):
@@ -184,12 +201,32 @@ def save_validation_renders(cfg: RunConfig, scene, path: Path) -> None:
 
 
 def export_mesh(cfg: RunConfig, run_dir: Path, scene) -> dict:
-    """Marching cubes -> cleanup -> colours -> mesh/ files. Returns the summary entries."""
+    """Marching cubes -> cleanup -> colours -> mesh/ files, then the mesh file compared with the scene
+    from the validation cameras (``export.fidelity``: renders/fidelity.png). With
+    ``scene.freeze_geometry`` the mesh is ``scene.init_from``'s own, coloured by the scene.
+    Returns the summary entries."""
     from .export import extract_mesh, write_mesh
 
-    mesh = extract_mesh(scene, cfg.export)
+    if cfg.scene.freeze_geometry:
+        from .export.mesh import colour_mesh
+        from .scene.mesh_init import load_init_mesh
+
+        mesh = load_init_mesh(cfg.scene.init_from, cfg.export.up_axis, cfg.scene.init_scale, cfg.field.bound)
+        colour_mesh(scene, mesh, cfg.export)
+        mesh.metadata["surface"] = "scene.init_from"
+    else:
+        mesh = extract_mesh(scene, cfg.export)
     paths = write_mesh(mesh, scene, Path(run_dir) / "mesh", cfg.export)
-    return {"mesh": {k: str(v) for k, v in paths.items()}, "mesh_vertices": int(len(mesh.vertices)), "mesh_faces": int(len(mesh.faces))}
+    result = {"mesh": {k: str(v) for k, v in paths.items()}, "mesh_vertices": int(len(mesh.vertices)),
+              "mesh_faces": int(len(mesh.faces))}
+    if cfg.export.fidelity:
+        from .export.fidelity import load_exported_mesh, mesh_fidelity
+
+        mesh_file, linear_colours = load_exported_mesh(paths)
+        cams = _orbit_cameras(cfg, cfg.trainer.val_views or 4).to(next(scene.parameters()).device)
+        result["fidelity"] = mesh_fidelity(scene, mesh_file, cams, cfg.orbit.resolution,
+                                           Path(run_dir) / "renders" / "fidelity.png", linear_colours)
+    return result
 
 
 def evaluate(cfg: RunConfig, run_dir: Path, scene) -> dict | None:

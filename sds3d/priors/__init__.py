@@ -31,8 +31,9 @@ def is_toy_prior(name_or_path: str) -> bool:
         return False
 
 
-def resolve_prior_path(name_or_path: str) -> Path:
-    """``"toy"`` -> the shipped folder; a local folder -> itself; else a hub id in the local cache.
+def resolve_prior_path(name_or_path: str, download: bool = False) -> Path:
+    """``"toy"`` -> the shipped folder; a local folder -> itself; else a hub id in the local cache
+    (``download``: fetched into it first if missing, ``prior.download=true``).
 
     Raises:
         PriorError: the name is neither a folder nor a cached hub id (one line: what, where, how to fix).
@@ -51,20 +52,29 @@ def resolve_prior_path(name_or_path: str) -> Path:
     from huggingface_hub import constants, snapshot_download
 
     cache = constants.HF_HUB_CACHE  # read at call time (HF_HOME / HF_HUB_CACHE)
+    if download:
+        try:
+            return Path(snapshot_download(name_or_path, cache_dir=cache, allow_patterns=list(DOWNLOAD_PATTERNS)))
+        except Exception as e:  # network, authentication, unknown repository: huggingface_hub's many errors
+            raise PriorError(f"prior.download=true could not fetch {name_or_path!r} into {cache} "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})") from None
     try:
         return Path(snapshot_download(name_or_path, cache_dir=cache, local_files_only=True))
     except Exception:
         raise PriorError(
-            f"{name_or_path!r} is not in the local Hugging Face cache ({cache}) and sds3d never downloads at run time; "
-            f"on a machine with network run: {download_command(name_or_path)}"
+            f"{name_or_path!r} is not in the local Hugging Face cache ({cache}); pass prior.download=true to fetch it, "
+            f"or run: {download_command(name_or_path)}"
         ) from None
+
+
+#: The parts ``load_prior`` reads: the diffusers subfolders' configs, vocabularies and safetensors
+#: weights (SD repositories also hold multi-GB .ckpt/.bin copies nobody needs here).
+DOWNLOAD_PATTERNS = ("model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors")
 
 
 def download_command(repo_id: str) -> str:
     """The shell command that fetches the parts ``load_prior`` reads (configs, tokenizer, safetensors weights)."""
-    # Only the diffusers subfolders' configs/vocab/safetensors: SD repos also hold multi-GB .ckpt/.bin copies.
-    patterns = ("model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors")
-    return f"hf download {repo_id} " + " ".join(f'--include "{p}"' for p in patterns)
+    return f"hf download {repo_id} " + " ".join(f'--include "{p}"' for p in DOWNLOAD_PATTERNS)
 
 
 def load_prior(
@@ -83,7 +93,7 @@ def load_prior(
     """
     from .diffusers_prior import DiffusersPrior
 
-    return DiffusersPrior(resolve_prior_path(name_or_path), device=device, dtype=dtype, cfg=cfg)
+    return DiffusersPrior(resolve_prior_path(name_or_path, download=bool(cfg and cfg.download)), device=device, dtype=dtype, cfg=cfg)
 
 
-__all__ = ["Prior", "PriorError", "Condition", "NoiseSchedule", "Schedule", "classifier_free_guidance", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH", "TOY_PIPELINE_CLASS"]
+__all__ = ["Prior", "PriorError", "Condition", "NoiseSchedule", "Schedule", "classifier_free_guidance", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "DOWNLOAD_PATTERNS", "TOY_PRIOR_PATH", "TOY_PIPELINE_CLASS"]

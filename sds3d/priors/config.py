@@ -22,6 +22,9 @@ class PriorConfig:
 
     name_or_path: "toy" (the shipped toy prior), a diffusers pipeline folder, or a hub id in the
         local Hugging Face cache (``sds3d.priors.load_prior``).
+    download: fetch a hub id that is not in the local cache (its configs, tokenizer and safetensors
+        weights, as ``download_command`` lists them); off by default: a run never reaches the network
+        unless asked to.
 
     dtype: auto = float16 on CUDA, float32 on CPU (no half-precision ops on CPU).
     channels_last: UNet weights in channels_last on CUDA (faster convolutions with cuDNN).
@@ -37,6 +40,7 @@ class PriorConfig:
     """
 
     name_or_path: str = "toy"
+    download: bool = False
     dtype: str = "auto"
     channels_last: bool = True
     attention: str = "sdpa"

@@ -12,7 +12,7 @@ from typing import Callable
 from ..paths import slugify
 from .execute import RunJob, available_cores, check_ray_address, run_one, run_processes, run_ray, run_sequential, run_state, threads_per_run
 from .grid import RunSpec, SweepError, SweepSpec, expand
-from .report import collect_rows, write_comparison, write_csv, write_markdown
+from .report import collect_rows, write_comparison, write_csv, write_index, write_markdown
 
 
 @dataclass
@@ -165,4 +165,6 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
     files = {"summary.csv": write_csv(rows, sweep_dir / "summary.csv"),
              "summary.md": write_markdown(rows, sweep_dir / "summary.md", list(spec.grid), title=f"sds3d sweep {sweep_dir.name}"),
              "comparison.png": write_comparison(rows, runs, sweep_dir, sweep_dir / "comparison.png")}
+    files["index.html"] = write_index(rows, runs, sweep_dir, sweep_dir / "index.html", list(spec.grid),
+                                      title=f"sds3d sweep {sweep_dir.name}")
     return SweepResult(sweep_dir, rows, files)
