@@ -170,6 +170,9 @@ class _DriftGuidance(torch.nn.Module):
     def param_groups(self):
         return [{"params": [self.theta], "lr": 0.1, "name": "guidance", "scheduled": False}]
 
+    def update_step(self, step, max_steps):
+        self.max_steps = max_steps
+
     def forward(self, rgb, prompts, step, cameras=None, generator=None):
         self.count += 1
         return {"loss_sds": ((rgb - 0.5) ** 2).sum(), "loss_aux": (self.theta - 1.0) ** 2,
@@ -197,6 +200,7 @@ def test_the_loop_needs_no_run_folder_and_resumes_guidance_state_exactly(tmp_pat
     scene, guidance, state, records = _loop(cfg)
     assert [r["step"] for r in records] == [1, 2, 3, 4] and "loss_aux" in records[0]
     assert float(guidance.count) == 4 and 0 < float(guidance.theta.detach()) < 1  # trained by the trainer's optimiser
+    assert guidance.max_steps == 4  # told the run's length, for schedules in fractions of it
     assert state.optimizer.param_groups[-1]["lr"] == 0.1  # "scheduled": False keeps its lr under cosine decay
     assert not (tmp_path / "never").exists()
 
