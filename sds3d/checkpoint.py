@@ -35,7 +35,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever the unpickler raises, the file is not a checkpoint it can read
-        raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not data-only ({' '.join(str(e).split())[:120]}); "
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or holds more than data ({' '.join(str(e).split())[:120]}); "
                               "delete it to start over, or restore a copy") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"checkpoint {path} is not an sds3d checkpoint")

@@ -150,8 +150,13 @@ def _merge(schema: DictConfig, other, source: str) -> DictConfig:
         raise ConfigError(f"invalid config in {source}: {str(e).splitlines()[0]}") from None
 
 
+_ABSENT = object()
+
+
 def _rename_keys(node: DictConfig, source: str) -> DictConfig:
     """Move keys listed in RENAMED_KEYS to their new place (the new key wins if both are set), with a notice."""
+    if all(OmegaConf.select(node, old, default=_ABSENT) is _ABSENT for old in RENAMED_KEYS):
+        return node
     data = OmegaConf.to_container(node, resolve=False)
     moved = []
     for old, new in RENAMED_KEYS.items():
@@ -179,6 +184,8 @@ def _step_keys_to_fractions(node: DictConfig, source: str, max_steps: int | None
     ``max_steps``: the run length the counts were written for (default: the node's own
     trainer.max_steps, else the built-in default).
     """
+    if all(OmegaConf.select(node, old, default=_ABSENT) is _ABSENT for old in STEP_KEYS):
+        return node
     data = OmegaConf.to_container(node, resolve=False)
     if max_steps is None:
         max_steps = OmegaConf.select(node, "trainer.max_steps", default=TrainerConfig.max_steps)
@@ -301,7 +308,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = schema
     if path is not None:
         cfg = _merge(cfg, _load_file(Path(path)), str(path))
-    step_overrides = []
+    given, step_overrides = [], []
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value (e.g. guidance.scale=7.5)")
@@ -315,7 +322,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if key in STEP_KEYS:  # a step count of this run: converted once max_steps is final
             step_overrides.append((key, text, item))
             continue
-        cfg = _merge(cfg, _nested(key, _override_value(schema, key, text, item)), f"override {item!r}")
+        given.append((_nested(key, _override_value(schema, key, text, item)), item))
+    if given:
+        try:  # one merge of them all (each merge copies the whole config)
+            cfg = OmegaConf.merge(cfg, *(node for node, _ in given))
+        except OmegaConfBaseException:  # one at a time, so the message names the override at fault
+            for node, item in given:
+                cfg = _merge(cfg, node, f"override {item!r}")
     if step_overrides:
         max_steps = OmegaConf.select(cfg, "trainer.max_steps")
         given = OmegaConf.create()

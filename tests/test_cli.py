@@ -64,7 +64,7 @@ def test_existing_run_resume_and_corrupt_checkpoint(capsys, tmp_path, tiny_pixel
     ckpt = run_dir / "ckpt" / "last.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated
     code, line = _run(capsys, "run", "--resume", str(run_dir))
-    assert code == 2 and "corrupt, truncated or not data-only" in line
+    assert code == 2 and "corrupt or truncated" in line
     code, line = _run(capsys, "run", "--resume", str(tmp_path / "nothing-here"))
     assert code == 2 and "not an sds3d run folder" in line
 
