@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,8 +147,8 @@ def _merge(schema: DictConfig, other, source: str) -> DictConfig:
         raise _unknown_key_error(str(e.full_key or e.key), schema) from None
     except ValidationError as e:
         raise ConfigError(f"invalid value for '{e.full_key}' in {source}: {str(e).splitlines()[0]}") from None
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"invalid config in {source}: {str(e).splitlines()[0]}") from None
+    except (OmegaConfBaseException, TypeError, ValueError) as e:  # TypeError: a mapping merged into a list, or back
+        raise ConfigError(f"invalid config in {source}: {' '.join(str(e).split())[:200]}") from None
 
 
 _ABSENT = object()
@@ -234,8 +235,8 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(f"{path}: defaults must be a list of config files (e.g. [dreamfusion-sd.yaml])")
     merged = OmegaConf.create()
     for base in defaults:
-        merged = OmegaConf.merge(merged, _load_file(path.parent / base, chain + (path.resolve(),)))
-    merged = OmegaConf.merge(merged, _rename_keys(loaded, str(path)))
+        merged = _merge(merged, _load_file(path.parent / base, chain + (path.resolve(),)), f"{path} (over {base})")
+    merged = _merge(merged, _rename_keys(loaded, str(path)), str(path))
     return _step_keys_to_fractions(merged, str(path))
 
 
@@ -326,7 +327,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if given:
         try:  # one merge of them all (each merge copies the whole config)
             cfg = OmegaConf.merge(cfg, *(node for node, _ in given))
-        except OmegaConfBaseException:  # one at a time, so the message names the override at fault
+        except (OmegaConfBaseException, TypeError, ValueError):  # one at a time, so the message names the override at fault
             for node, item in given:
                 cfg = _merge(cfg, node, f"override {item!r}")
     if step_overrides:
@@ -337,7 +338,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = _merge(cfg, _step_keys_to_fractions(given, "the command line", max_steps), "the command line")
     try:
         run = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
+    except (OmegaConfBaseException, TypeError, ValueError) as e:
         raise ConfigError(f"invalid config: {' '.join(str(e).split())[:200]}") from None
     check_config(run)
     return run
@@ -403,6 +404,16 @@ def check_config(cfg: RunConfig) -> None:
             fail(f"camera.late_start_fraction={c.late_start_fraction} must be >= 0 (a fraction of trainer.max_steps, e.g. 0.75)")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
         fail(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        index = int(cfg.device.split(":")[1]) if ":" in cfg.device else 0
+        if index >= torch.cuda.device_count():
+            fail(f"device={cfg.device} but this machine has {torch.cuda.device_count()} usable CUDA GPUs "
+                 f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use device=auto or device=cpu")
+    cores = os.cpu_count() or 1
+    if t.threads > 4 * cores:
+        fail(f"trainer.threads={t.threads} is far above this machine's {cores} cores; use at most {cores} (0: torch's default)")
     if cfg.name and not _NAME.fullmatch(cfg.name):
         fail(f"name={cfg.name!r} may hold only letters, digits, '.', '_' and '-'")
     if len(cfg.name) > MAX_NAME:

@@ -9,6 +9,7 @@ and ``sds3d.atomic`` (written whole or not at all).
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 import time
@@ -235,8 +236,29 @@ def render_orbit(cfg: RunConfig, run_dir: Path, scene, path: Path | None = None)
                                      stratified=False)["rgb"].cpu() for i in range(0, len(cams), 8)])
     with atomic.outputs(target) as out:
         written = write_orbit_video(frames, out.temp(target))
+        _check_video(written, len(frames), target)
         final = out.add(written, target.with_suffix(written.suffix))
     return final
+
+
+def _check_video(path: Path, n_frames: int, target: Path) -> None:
+    """Read the video back: imageio-ffmpeg does not report ffmpeg's failures (a disk full while it writes the trailer)."""
+    try:
+        if path.suffix == ".gif":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                frames = im.n_frames
+        else:
+            import imageio_ffmpeg
+
+            frames = imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+        readable, why = frames == n_frames, f"{frames} of {n_frames} frames"
+    except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is not a whole video
+        readable, why = False, " ".join(str(e).split())[:120]
+    if not readable:
+        cause = OSError(errno.EIO, f"the video written is incomplete ({why})")
+        raise atomic.environment_error(cause, target) or atomic.WriteError(f"could not write {target}: {cause.strerror}") from None
 
 
 @torch.no_grad()
