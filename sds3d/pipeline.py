@@ -148,7 +148,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, stop_after: int | None, fi
     t = cfg.trainer
     max_skipped = t.max_skipped_fraction * t.max_steps
     failed = [state.skipped_steps > max_skipped]  # more steps skipped than the run may skip: it cannot train any more
-    bar = tqdm(total=t.max_steps, initial=state.step, desc=cfg.prompt[:40], unit="step", disable=not t.progress, dynamic_ncols=True)
+    bar = tqdm(total=t.max_steps, initial=state.step, desc=" ".join(cfg.prompt.split())[:40], unit="step", disable=not t.progress, dynamic_ncols=True)
 
     def progress(s) -> None:
         bar.update(s.step - bar.n)

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import atomic
 from ..checkpoint import Interrupted
+from ..config import literal
 from ..paths import slugify
 from ..runs import locked
 from .execute import (RunJob, SweepStop, available_cores, check_ray_address, run_one, run_processes, run_ray, run_sequential,
@@ -89,7 +91,7 @@ def _write_sweep_file(spec: SweepSpec, sweep_dir: Path) -> None:
     data = {"config": os.path.relpath(Path(spec.config).resolve(), sweep_dir.resolve()),
             "grid": {k: ",".join(v) for k, v in spec.grid.items()}, "prompts": list(spec.prompts),
             "seeds": list(spec.seeds), "out": str(sweep_dir), "overrides": list(spec.overrides)}
-    (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
+    atomic.write_text(sweep_dir / "sweep.yaml", OmegaConf.to_yaml(OmegaConf.create(literal(data))))
 
 
 def _log(msg: str) -> None:
