@@ -23,6 +23,14 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_run(args) -> int:
+    from .pipeline import StopRequest
+
+    stop = StopRequest()  # from the start: a signal before the first step leaves no folder behind
+    with stop.installed():
+        return _run(args, stop)
+
+
+def _run(args, stop) -> int:
     from .config import load_config
     from .pipeline import run
     from .runs import check_resume_overrides, load_run_config, open_existing, open_run
@@ -43,7 +51,7 @@ def cmd_run(args) -> int:
         folder = open_run(cfg, overwrite=args.overwrite, config_path=config_path)
     with folder as run_dir:
         print(f"sds3d: run folder {run_dir}", file=sys.stderr, flush=True)
-        summary = run(cfg, run_dir, resume=bool(args.resume))
+        summary = run(cfg, run_dir, resume=bool(args.resume), stop=stop)
     _print_summary(summary)
     return 0
 

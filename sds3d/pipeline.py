@@ -86,7 +86,8 @@ def check_prompt(cfg: RunConfig) -> dict | None:
     return {"unknown_words": unknown, "notice": message}
 
 
-def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None, finish_run: bool = True) -> dict:
+def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None, finish_run: bool = True,
+        stop: StopRequest | None = None) -> dict:
     """Train ``cfg.prompt`` into the run folder ``run_dir`` (made by ``runs.open_run`` / ``runs.prepare_run_dir``), then finish it.
 
     Holds the folder's lock throughout; SIGINT and SIGTERM stop at the next step boundary (or
@@ -97,6 +98,7 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
         run_dir: the run folder; resume: continue from its ``ckpt/last.pt``.
         stop_after: stop (with a checkpoint, like Ctrl-C) after this many steps in total (tests).
         finish_run: write the orbit video, mesh and metrics after the last step.
+        stop: the stop request to obey (the CLI installs one before the folder exists); default a new one.
 
     Returns:
         summary.json's content.
@@ -106,7 +108,7 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
         TrainingFailed: more than ``trainer.max_skipped_fraction`` of the steps were skipped.
     """
     run_dir = Path(run_dir)
-    stop = StopRequest()
+    stop = stop or StopRequest()
     with runs.locked(run_dir), stop.installed():
         try:
             return _run(cfg, run_dir, resume, stop_after, finish_run, stop)
