@@ -34,7 +34,7 @@ def _logged(run_dir):
 
 
 SCHEDULED = ("trainer.lr_schedule=cosine", "field.density_activation=volsdf", "field.density_bias=sphere_sdf",
-             "field.sdf_beta=0.1", "field.sdf_beta_end=0.02", "camera.late_start_step=3", "camera.late_elevation_deg=[-10,0]")
+             "field.sdf_beta=0.1", "field.sdf_beta_end=0.02", "camera.late_start_fraction=0.5", "camera.late_elevation_deg=[-10,0]")
 
 
 @pytest.mark.parametrize("extra", [(), SCHEDULED], ids=["default", "lr-beta-and-camera-schedules"])
@@ -148,7 +148,7 @@ def test_late_camera_phase_draws_from_its_elevation_range(tmp_path, tiny_pixel_p
 
     monkeypatch.setattr(trainer_mod, "sample_cameras", recording)
     cfg = _cfg(tmp_path, tiny_pixel_prior, "trainer.max_steps=40", "camera.elevation_deg=[30,60]",
-               "camera.late_start_step=20", "camera.late_elevation_deg=[-10,0]")
+               "camera.late_start_fraction=0.5", "camera.late_elevation_deg=[-10,0]")
     _train(cfg, prepare_run_dir(cfg))
     assert [s for s, _ in seen] == list(range(40))
     assert all(30 <= e <= 60 for s, els in seen if s < 20 for e in els)
