@@ -54,6 +54,9 @@ class Guidance(nn.Module, ABC):
             and "prior_calls": the number of prior evaluations this step made (0-dim float).
         """
 
+    def update_step(self, step: int, max_steps: int) -> None:
+        """Per-step schedules before the step (the trainer calls it, as ``Scene.update_step``); none by default."""
+
     def param_groups(self) -> list[dict]:
         """Optimiser groups (``params``, ``lr``, ``name``) of the guidance's own trainable parameters."""
         return []

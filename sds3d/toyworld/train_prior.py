@@ -72,20 +72,21 @@ def build_tokenizer(max_length: int, work_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="sds3d train-prior", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=PACKAGE / "assets" / "toy-prior")
+    ap = argparse.ArgumentParser(prog="sds3d train-prior", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--out", type=Path, default=PACKAGE / "assets" / "toy-prior", help="the prior folder to write (diffusers layout)")
     ap.add_argument("--work-dir", type=Path, default=Path("data") / "toy-prior-train", help="checkpoints for --resume")
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=6000, help="optimiser steps")
+    ap.add_argument("--batch-size", type=int, default=64, help="images per step")
     ap.add_argument("--images-per-pair", type=int, default=1500, help="renders per (shape, colour)")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--ema-decay", type=float, default=0.995)
-    ap.add_argument("--cond-dropout", type=float, default=0.12)
-    ap.add_argument("--view-dropout", type=float, default=0.10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    ap.add_argument("--ema-decay", type=float, default=0.995, help="decay of the EMA weights that are saved")
+    ap.add_argument("--cond-dropout", type=float, default=0.12, help="fraction of samples trained with the empty prompt (for CFG)")
+    ap.add_argument("--view-dropout", type=float, default=0.10, help="fraction of samples trained without the view words")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the data and the initial weights")
     ap.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N steps (0: only at the end or on Ctrl-C)")
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work-dir")
     ap.add_argument("--camera-conditioning", action="store_true",
                     help="also condition on the exact camera (elevation, azimuth), MVDream-style")
     ap.add_argument("--camera-dropout", type=float, default=0.1, help="fraction of samples trained with the null camera")
