@@ -56,7 +56,7 @@ class FluxPrior(DiffusersPrior):
 
     def _build_schedule(self, folder: PipelineFolder) -> Schedule:
         side = self.resolution // self.vae_scale_factor // self.patch
-        return schedule_from(folder, FLOW_SCHEDULERS, image_seq_len=side * side)
+        return schedule_from(folder, FLOW_SCHEDULERS, image_seq_len=side * side, flux_sigmas=True)
 
     @property
     def guidance_distilled(self) -> bool:

@@ -249,11 +249,13 @@ class FlowSchedule(Schedule):
         config: a ``FlowMatchEulerDiscreteScheduler`` config (``scheduler_config.json`` as a dict).
         image_seq_len: the denoiser's image tokens (Flux: (h / 2) (w / 2) latent patches); needed
             only with ``use_dynamic_shifting``.
+        flux_sigmas: the sampler starts from sigmas linspace(1, 1/n, n), as FluxPipeline passes
+            them (else set_timesteps' own, as StableDiffusion3Pipeline).
     """
 
     prediction_type = FLOW_PREDICTION
 
-    def __init__(self, config: Mapping, image_seq_len: int | None = None):
+    def __init__(self, config: Mapping, image_seq_len: int | None = None, flux_sigmas: bool = False):
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         self._scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(config))
@@ -264,6 +266,7 @@ class FlowSchedule(Schedule):
             raise ValueError(f"flow scheduler options {', '.join(unsupported)} are not supported; sds3d uses the Euler sampler's plain sigmas")
         self.num_train_timesteps = int(c.num_train_timesteps)
         self.shift = float(c.shift)
+        self.flux_sigmas = flux_sigmas
         self.mu = None
         if c.use_dynamic_shifting:
             if image_seq_len is None:
@@ -326,15 +329,13 @@ class FlowSchedule(Schedule):
 
     def ddim_timesteps(self, num_inference_steps: int) -> tuple[Tensor, Tensor]:
         """The Euler sampler's steps as FlowMatchEulerDiscreteScheduler.set_timesteps makes them
-        (with Flux's sigmas linspace(1, 1/n, n) and mu when the shift is dynamic, as FluxPipeline
-        calls it), as fractional t (float64) with sigma(t) = its sigmas; the last t_prev is -1."""
+        (with mu when the shift is dynamic, and ``flux_sigmas``: linspace(1, 1/n, n), as the
+        pipelines call it), as fractional t (float64) with sigma(t) = its sigmas; the last t_prev is -1."""
         import numpy as np
 
+        n = num_inference_steps
+        self._scheduler.set_timesteps(n, sigmas=np.linspace(1.0, 1 / n, n) if self.flux_sigmas else None, mu=self.mu)
         s = self._scheduler
-        if self.mu is None:
-            s.set_timesteps(num_inference_steps)
-        else:
-            s.set_timesteps(sigmas=np.linspace(1.0, 1 / num_inference_steps, num_inference_steps), mu=self.mu)
         t = self.unshifted(s.sigmas) * self.num_train_timesteps - 1.0
         return t[:-1], t[1:]
 

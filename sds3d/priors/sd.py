@@ -54,8 +54,10 @@ class SDPrior(DiffusersPrior):
         return out.to(x_t.dtype)
 
 
-def schedule_from(folder: PipelineFolder, allowed: tuple[str, ...], image_seq_len: int | None = None) -> Schedule:
-    """The folder's noise schedule: ``FlowSchedule`` for a flow-matching scheduler config, else ``NoiseSchedule``.
+def schedule_from(folder: PipelineFolder, allowed: tuple[str, ...], image_seq_len: int | None = None,
+                  flux_sigmas: bool = False) -> Schedule:
+    """The folder's noise schedule: ``FlowSchedule`` for a flow-matching scheduler config (with the
+    image tokens of its dynamic shift and the sampler sigmas of its pipeline), else ``NoiseSchedule``.
 
     Raises:
         PriorError: a scheduler class outside ``allowed`` or a prediction type sds3d does not know.
@@ -63,7 +65,7 @@ def schedule_from(folder: PipelineFolder, allowed: tuple[str, ...], image_seq_le
     config = folder.scheduler_config(allowed)
     if config.get("_class_name") in FLOW_SCHEDULERS:
         try:
-            return FlowSchedule(config, image_seq_len)
+            return FlowSchedule(config, image_seq_len, flux_sigmas)
         except ValueError as e:
             raise PriorError(f"{folder.path / 'scheduler'}: {e}") from None
     prediction = config.get("prediction_type", "epsilon")

@@ -61,7 +61,8 @@ class SD3Prior(DiffusersPrior):
         self.text_tokens = self.tokenizer.model_max_length + self.max_sequence_length
 
     def _build_schedule(self, folder: PipelineFolder) -> Schedule:
-        return schedule_from(folder, FLOW_SCHEDULERS)
+        side = self.resolution // self.vae_scale_factor // self.patch
+        return schedule_from(folder, FLOW_SCHEDULERS, image_seq_len=side * side)  # SD3.5's dynamic shift, if its config asks
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Condition:
