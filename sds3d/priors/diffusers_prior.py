@@ -24,9 +24,9 @@ from .schedule import Schedule
 class DiffusersPrior(Prior):
     """Denoiser + text encoders (+ VAE for latent priors) of one pipeline folder, frozen.
 
-    Subclasses set ``denoiser_name`` and ``text_encoder_names`` and implement ``_load_components``
-    (denoiser, text encoders, tokenizers), ``_build_schedule``, ``native_latent_size``,
-    ``encode_prompts`` and ``_predict``.
+    Subclasses set ``denoiser_name``, ``text_encoder_names`` and ``COMPONENTS`` (the classes each
+    model folder may hold) and implement ``_load_components`` (denoiser, text encoders,
+    tokenizers), ``_build_schedule``, ``native_latent_size``, ``encode_prompts`` and ``_predict``.
 
     Attributes:
         path: the pipeline folder.
@@ -36,6 +36,12 @@ class DiffusersPrior(Prior):
 
     denoiser_name = "unet"
     text_encoder_names: tuple[str, ...] = ("text_encoder",)
+    #: Model folder -> (the class names allowed there, what error messages call it).
+    COMPONENTS: dict[str, tuple[tuple[str, ...], str]] = {}
+    VAE = (("AutoencoderKL",), "VAE")
+    #: Scheduler config classes the family reads (``loading.NOISE_SCHEDULERS`` / ``FLOW_SCHEDULERS``).
+    SCHEDULERS: tuple[str, ...] = ()
+    requires_vae = False
     patch = 1
 
     def __init__(self, folder: PipelineFolder, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
@@ -51,7 +57,7 @@ class DiffusersPrior(Prior):
         self.path = folder.path
         self.cfg = cfg = cfg if cfg is not None else PriorConfig()
         check_prior_config(cfg)
-        self._check_folder(folder)
+        self.check_folder(folder, cfg)
         # The weights' own dtype matters only for auto on CUDA (bf16 weights stay bf16).
         shipped = folder.shipped_dtype(self.denoiser_name) if dtype is None and cfg.dtype == "auto" and device.type == "cuda" else None
         self.dtype = dtype or resolve_dtype(cfg, device, shipped)
@@ -68,10 +74,27 @@ class DiffusersPrior(Prior):
         if self.latent and device.type == "cpu" and cfg.warn_cpu:
             _warn_cpu_once(self)
 
-    def _check_folder(self, folder: PipelineFolder) -> None:
+    @classmethod
+    def model_slots(cls, folder: PipelineFolder, cfg: PriorConfig) -> list[str]:
+        """The model folders this family loads from ``folder`` under ``cfg``: denoiser, text encoders, VAE."""
+        return [cls.denoiser_name, *cls.text_encoder_names] + (["vae"] if cls.requires_vae or folder.has("vae") else [])
+
+    @classmethod
+    def allowed(cls, slot: str) -> tuple[str, ...]:
+        """The class names allowed in a model folder."""
+        return (cls.VAE if slot == "vae" else cls.COMPONENTS[slot])[0]
+
+    @classmethod
+    def check_folder(cls, folder: PipelineFolder, cfg: PriorConfig) -> None:
         """Raise PriorError naming what the folder lacks (before any weights are read)."""
-        folder.require(self.denoiser_name, *self.text_encoder_names, *[n.replace("text_encoder", "tokenizer") for n in self.text_encoder_names],
-                       "scheduler")
+        slots = cls.model_slots(folder, cfg)
+        folder.require(*slots, *[s.replace("text_encoder", "tokenizer") for s in slots if s.startswith("text_encoder")], "scheduler")
+        folder.class_name(cls.denoiser_name, cls.allowed(cls.denoiser_name))
+
+    def _load(self, folder: PipelineFolder, slot: str, dtype: torch.dtype | None = None) -> nn.Module:
+        """One model component in ``dtype`` (default: the prior's)."""
+        allowed, what = self.VAE if slot == "vae" else self.COMPONENTS[slot]
+        return folder.load_model(slot, allowed, dtype or self.dtype, what)
 
     def _load_components(self, folder: PipelineFolder) -> None:
         raise NotImplementedError
@@ -85,11 +108,12 @@ class DiffusersPrior(Prior):
         return int(self.denoiser.config.sample_size)
 
     def _load_vae(self, folder: PipelineFolder) -> nn.Module:
-        return folder.load_model("vae", ("AutoencoderKL",), self._vae_dtype(folder.config("vae")), "VAE")
+        return self._load(folder, "vae", self.vae_dtype(self.dtype, folder.config("vae")))
 
-    def _vae_dtype(self, vae_config: dict) -> torch.dtype:
-        """The VAE's dtype (the prior's; a family may keep it in fp32)."""
-        return self.dtype
+    @classmethod
+    def vae_dtype(cls, dtype: torch.dtype, vae_config: dict) -> torch.dtype:
+        """The VAE's dtype for a prior in ``dtype`` (the same; a family may keep it in fp32)."""
+        return dtype
 
     def _resolution(self) -> int:
         """Pixels per side: ``cfg.resolution`` or the model's own; a whole number of denoiser patches."""

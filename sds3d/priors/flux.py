@@ -34,20 +34,19 @@ class FluxPrior(DiffusersPrior):
 
     denoiser_name = "transformer"
     text_encoder_names = ("text_encoder", "text_encoder_2")
+    COMPONENTS = {"transformer": (("FluxTransformer2DModel",), "transformer"), "text_encoder": (("CLIPTextModel",), "CLIP text encoder"),
+                  "text_encoder_2": (("T5EncoderModel",), "T5 text encoder")}
+    requires_vae = True
+    SCHEDULERS = FLOW_SCHEDULERS
     patch = 2  # latents are packed into 2 x 2 patches
 
-    def _check_folder(self, folder: PipelineFolder) -> None:
-        super()._check_folder(folder)
-        folder.require("vae")
-
     def _load_components(self, folder: PipelineFolder) -> None:
-        folder.class_name("transformer", ("FluxTransformer2DModel",))
-        self.text_encoder = folder.load_model("text_encoder", ("CLIPTextModel",), self.dtype, "CLIP text encoder")
+        self.text_encoder = self._load(folder, "text_encoder")
         self.tokenizer = folder.load_tokenizer("tokenizer", ("clip",), self.text_encoder.config.max_position_embeddings)
         self.max_sequence_length = self.cfg.max_sequence_length or FLUX_MAX_SEQUENCE_LENGTH
-        self.text_encoder_2 = folder.load_model("text_encoder_2", ("T5EncoderModel",), self.dtype, "T5 text encoder")
+        self.text_encoder_2 = self._load(folder, "text_encoder_2")
         self.tokenizer_2 = folder.load_tokenizer("tokenizer_2", ("t5",), self.max_sequence_length)
-        self.transformer = folder.load_model("transformer", ("FluxTransformer2DModel",), self.dtype, "transformer")
+        self.transformer = self._load(folder, "transformer")
         self.text_tokens = self.max_sequence_length
 
     @property
@@ -56,7 +55,7 @@ class FluxPrior(DiffusersPrior):
 
     def _build_schedule(self, folder: PipelineFolder) -> Schedule:
         side = self.resolution // self.vae_scale_factor // self.patch
-        return schedule_from(folder, FLOW_SCHEDULERS, image_seq_len=side * side, flux_sigmas=True)
+        return schedule_from(folder, self.SCHEDULERS, image_seq_len=side * side, flux_sigmas=True)
 
     @property
     def guidance_distilled(self) -> bool:

@@ -218,6 +218,7 @@ class PipelineFolder:
                 config = cls.config_class.from_pretrained(self.path, subfolder=slot, local_files_only=True)
                 with init_empty_weights():
                     model = cls(config)
+                model.tie_weights()  # tied embeddings (T5's shared / embed_tokens) are one parameter, as when loaded
             else:
                 with init_empty_weights():
                     model = cls.from_config(cls.load_config(self.path, subfolder=slot, local_files_only=True))

@@ -20,20 +20,19 @@ from .diffusers_prior import DiffusersPrior
 from .loading import FLOW_SCHEDULERS, NOISE_SCHEDULERS, PipelineFolder
 from .schedule import PREDICTION_TYPES, FlowSchedule, NoiseSchedule, Schedule
 
-UNETS = ("UNet2DConditionModel", "ToyUNet")
-
-
 class SDPrior(DiffusersPrior):
     """CLIP tokenizer + text encoder + UNet (+ VAE for latent priors) + the scheduler config's schedule."""
 
+    COMPONENTS = {"unet": (("UNet2DConditionModel", "ToyUNet"), "UNet"), "text_encoder": (("CLIPTextModel",), "text encoder")}
+    SCHEDULERS = NOISE_SCHEDULERS + FLOW_SCHEDULERS
+
     def _load_components(self, folder: PipelineFolder) -> None:
-        folder.class_name("unet", UNETS)  # checked before any weights are read
-        self.text_encoder = folder.load_model("text_encoder", ("CLIPTextModel",), self.dtype, "text encoder")
+        self.text_encoder = self._load(folder, "text_encoder")
         self.tokenizer = folder.load_tokenizer("tokenizer", ("clip",), self.text_encoder.config.max_position_embeddings)
-        self.unet = folder.load_model("unet", UNETS, self.dtype, "UNet")
+        self.unet = self._load(folder, "unet")
 
     def _build_schedule(self, folder: PipelineFolder) -> Schedule:
-        return schedule_from(folder, NOISE_SCHEDULERS + FLOW_SCHEDULERS)
+        return schedule_from(folder, self.SCHEDULERS)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Condition:

@@ -33,36 +33,48 @@ class SD3Prior(DiffusersPrior):
 
     denoiser_name = "transformer"
     text_encoder_names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    COMPONENTS = {"transformer": (("SD3Transformer2DModel",), "transformer"),
+                  "text_encoder": (("CLIPTextModelWithProjection",), "text encoder"),
+                  "text_encoder_2": (("CLIPTextModelWithProjection",), "second text encoder"),
+                  "text_encoder_3": (("T5EncoderModel",), "T5 text encoder")}
+    requires_vae = True
+    SCHEDULERS = FLOW_SCHEDULERS
 
     @property
     def patch(self) -> int:
         return int(self.transformer.config.patch_size)
 
-    def _check_folder(self, folder: PipelineFolder) -> None:
-        folder.require("transformer", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler", "vae")
-        if self.cfg.t5 and folder.declared("text_encoder_3") and not (folder.has("text_encoder_3") and folder.has("tokenizer_3")):
+    @classmethod
+    def model_slots(cls, folder: PipelineFolder, cfg) -> list[str]:
+        # T5 is loaded when the folder has one (model_index.json names it) and prior.t5 is on.
+        slots = super().model_slots(folder, cfg)
+        return slots if cfg.t5 and folder.declared("text_encoder_3") else [s for s in slots if s != "text_encoder_3"]
+
+    @classmethod
+    def check_folder(cls, folder: PipelineFolder, cfg) -> None:
+        if "text_encoder_3" in cls.model_slots(folder, cfg) and not (folder.has("text_encoder_3") and folder.has("tokenizer_3")):
             missing = [s + "/" for s in ("text_encoder_3", "tokenizer_3") if not folder.has(s)]
             raise PriorError(f"{folder.path} lacks {' and '.join(missing)} (SD3's T5 encoder); download it, or set prior.t5=false "
                              f"to run without T5 (zero T5 embeddings, as diffusers' text_encoder_3=None)")
+        super().check_folder(folder, cfg)
 
     def _load_components(self, folder: PipelineFolder) -> None:
-        folder.class_name("transformer", ("SD3Transformer2DModel",))
-        self.text_encoder = folder.load_model("text_encoder", ("CLIPTextModelWithProjection",), self.dtype, "text encoder")
-        self.text_encoder_2 = folder.load_model("text_encoder_2", ("CLIPTextModelWithProjection",), self.dtype, "second text encoder")
+        self.text_encoder = self._load(folder, "text_encoder")
+        self.text_encoder_2 = self._load(folder, "text_encoder_2")
         self.tokenizer = folder.load_tokenizer("tokenizer", ("clip",), self.text_encoder.config.max_position_embeddings)
         self.tokenizer_2 = folder.load_tokenizer("tokenizer_2", ("clip",), self.text_encoder_2.config.max_position_embeddings)
         self.max_sequence_length = self.cfg.max_sequence_length or SD3_MAX_SEQUENCE_LENGTH
         self.text_encoder_3 = self.tokenizer_3 = None
-        if self.cfg.t5 and folder.declared("text_encoder_3"):
-            self.text_encoder_3 = folder.load_model("text_encoder_3", ("T5EncoderModel",), self.dtype, "T5 text encoder")
+        if "text_encoder_3" in self.model_slots(folder, self.cfg):
+            self.text_encoder_3 = self._load(folder, "text_encoder_3")
             self.tokenizer_3 = folder.load_tokenizer("tokenizer_3", ("t5",), self.max_sequence_length)
-        self.transformer = folder.load_model("transformer", ("SD3Transformer2DModel",), self.dtype, "transformer")
+        self.transformer = self._load(folder, "transformer")
         # Text tokens the joint attention sees (the CPU cost model): CLIP's + T5's.
         self.text_tokens = self.tokenizer.model_max_length + self.max_sequence_length
 
     def _build_schedule(self, folder: PipelineFolder) -> Schedule:
         side = self.resolution // self.vae_scale_factor // self.patch
-        return schedule_from(folder, FLOW_SCHEDULERS, image_seq_len=side * side)  # SD3.5's dynamic shift, if its config asks
+        return schedule_from(folder, self.SCHEDULERS, image_seq_len=side * side)  # SD3.5's dynamic shift, if its config asks
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Condition:

@@ -27,14 +27,17 @@ class SDXLPrior(SDPrior):
     """CLIP-L + CLIP-G text encoders, an SDXL UNet (added text/time conditioning) and its VAE."""
 
     text_encoder_names = ("text_encoder", "text_encoder_2")
+    COMPONENTS = {"unet": (("UNet2DConditionModel",), "UNet"), "text_encoder": (("CLIPTextModel",), "text encoder"),
+                  "text_encoder_2": (("CLIPTextModelWithProjection",), "second text encoder")}
+    requires_vae = True
+    SCHEDULERS = NOISE_SCHEDULERS
 
     def _load_components(self, folder: PipelineFolder) -> None:
-        folder.class_name("unet", ("UNet2DConditionModel",))
-        self.text_encoder = folder.load_model("text_encoder", ("CLIPTextModel",), self.dtype, "text encoder")
-        self.text_encoder_2 = folder.load_model("text_encoder_2", ("CLIPTextModelWithProjection",), self.dtype, "second text encoder")
+        self.text_encoder = self._load(folder, "text_encoder")
+        self.text_encoder_2 = self._load(folder, "text_encoder_2")
         self.tokenizer = folder.load_tokenizer("tokenizer", ("clip",), self.text_encoder.config.max_position_embeddings)
         self.tokenizer_2 = folder.load_tokenizer("tokenizer_2", ("clip",), self.text_encoder_2.config.max_position_embeddings)
-        self.unet = folder.load_model("unet", ("UNet2DConditionModel",), self.dtype, "UNet")
+        self.unet = self._load(folder, "unet")
         self.force_zeros_for_empty_prompt = bool(folder.index.get("force_zeros_for_empty_prompt", True))  # the pipeline's default
         config = self.unet.config
         expected = self.unet.add_embedding.linear_1.in_features if config.addition_embed_type == "text_time" else None
@@ -44,11 +47,12 @@ class SDXLPrior(SDPrior):
                              f"inputs, time ids + text_encoder_2 projection give {passed}); use a StableDiffusionXLPipeline base folder")
 
     def _build_schedule(self, folder: PipelineFolder) -> Schedule:
-        return schedule_from(folder, NOISE_SCHEDULERS)
+        return schedule_from(folder, self.SCHEDULERS)
 
-    def _vae_dtype(self, vae_config: dict) -> torch.dtype:
+    @classmethod
+    def vae_dtype(cls, dtype: torch.dtype, vae_config: dict) -> torch.dtype:
         # SDXL's VAE overflows in fp16 (its config says force_upcast): fp32 then, as the pipeline upcasts it.
-        return torch.float32 if self.dtype == torch.float16 and vae_config.get("force_upcast", True) else self.dtype
+        return torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast", True) else dtype
 
     @property
     def camera_conditioned(self) -> bool:
