@@ -212,9 +212,11 @@ class DiffusersPrior(Prior):
 CPU_UNET_SECONDS_PER_PARAM_PIXEL = 2.72e-12
 CPU_VAE_SECONDS_PER_PARAM_PIXEL = 2.66e-12
 # Transformer denoisers cost ~2 FLOPs per parameter per token (+ attention): seconds per parameter x
-# token x batch row, from scripts/bench_prior_step.py (one SD3-medium-shaped joint block at the real
-# width, 1024 image + 333 text tokens, 2 threads, 2026-12-01).
-CPU_TRANSFORMER_SECONDS_PER_PARAM_TOKEN = 2.3e-11
+# token x batch row. scripts/bench_prior_step.py --part sd3 --resolution 512 --blocks 1 2 (SD3-medium
+# joint blocks at the real width, CFG batch of 1024 image + 333 text tokens, extrapolated to 24 blocks:
+# 146 s per call) gave 2.65e-11 on 1 thread of this 2-core CPU under a load of 7 (2026-12-01); the SD
+# UNet's constant above, at 2 FLOPs per parameter-token, predicts 2.4e-11 on 2 idle threads.
+CPU_TRANSFORMER_SECONDS_PER_PARAM_TOKEN = 2.65e-11
 
 _cpu_warned: set[str] = set()
 
