@@ -256,7 +256,7 @@ TINY_RUN = [
     "prompt=a red cube", "device=cpu", "trainer.max_steps=3", "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.log_every=1",
     "trainer.progress=false", "trainer.threads=1", "orbit.frames=2", "orbit.resolution=16", "render.resolution=16",
     "render.num_samples=12", "field.encoding.n_levels=2", "field.encoding.log2_hashmap_size=10", "field.encoding.max_resolution=16",
-    "field.encoding.backend=torch", "export.resolution=24", "export.formats=[obj]", "export.texture=vertex", f"prior.max_sequence_length={T5_LEN}",
+    "field.encoding.backend=torch", "export.resolution=24", "export.formats=[obj]", "export.texture=vertex", f"prior.max_sequence_length={T5_LEN}", "prior.warn_cpu=false",
 ]
 
 
