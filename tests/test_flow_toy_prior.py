@@ -40,6 +40,7 @@ def test_flow_objective_trains_a_flow_prior_with_sigma_timesteps(tmp_path, monke
     assert json.loads((tmp_path / "flow" / "training.json").read_text())["objective"] == "flow"
 
 
+@pytest.mark.slow
 def test_flow_fine_tune_of_an_eps_prior_records_its_lineage_and_refuses_a_mixed_resume(tmp_path, capsys):
     from sds3d.toyworld.train_prior import main
 
@@ -99,6 +100,7 @@ def test_toy_flow_config_and_name():
     assert cfg.guidance.scale == base.guidance.scale and cfg.trainer == base.trainer and cfg.render == base.render
 
 
+@pytest.mark.slow
 def test_sds3d_run_toy_flow_config_reaches_a_mesh(tiny_toy_flow, tmp_path):
     from sds3d.cli import main
 
