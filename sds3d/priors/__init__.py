@@ -14,15 +14,18 @@ import torch
 from .base import Prior, PriorError
 from .condition import Condition
 from .config import PriorConfig, check_prior_config
-from .schedule import NoiseSchedule, Schedule, classifier_free_guidance
+from .schedule import FlowSchedule, NoiseSchedule, Schedule, classifier_free_guidance
 
 TOY_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-prior"
+TOY_FLOW_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-flow-prior"
+#: Names of the shipped toy priors -> their folders.
+TOY_PRIORS = {"toy": TOY_PRIOR_PATH, "toy-flow": TOY_FLOW_PRIOR_PATH}
 TOY_PIPELINE_CLASS = "SDS3DToyPipeline"  # model_index.json "_class_name" of folders sds3d train-prior writes
 
 
 def is_toy_prior(name_or_path: str) -> bool:
-    """Whether the prior is a toy-world prior: the shipped one or any folder ``sds3d train-prior`` wrote."""
-    if name_or_path == "toy":
+    """Whether the prior is a toy-world prior: a shipped one or any folder ``sds3d train-prior`` wrote."""
+    if name_or_path in TOY_PRIORS:
         return True
     index = Path(name_or_path).expanduser() / "model_index.json"
     try:
@@ -32,16 +35,18 @@ def is_toy_prior(name_or_path: str) -> bool:
 
 
 def resolve_prior_path(name_or_path: str, download: bool = False) -> Path:
-    """``"toy"`` -> the shipped folder; a local folder -> itself; else a hub id in the local cache
-    (``download``: fetched into it first if missing, ``prior.download=true``).
+    """``"toy"`` / ``"toy-flow"`` -> the shipped folder; a local folder -> itself; else a hub id in the local
+    cache (``download``: fetched into it first if missing, ``prior.download=true``).
 
     Raises:
         PriorError: the name is neither a folder nor a cached hub id (one line: what, where, how to fix).
     """
-    if name_or_path == "toy":
-        if not (TOY_PRIOR_PATH / "model_index.json").exists():
-            raise PriorError(f"the shipped toy prior is missing from {TOY_PRIOR_PATH}; reinstall sds3d or run `sds3d train-prior`")
-        return TOY_PRIOR_PATH
+    if name_or_path in TOY_PRIORS:
+        folder = TOY_PRIORS[name_or_path]
+        if not (folder / "model_index.json").exists():
+            how = "`sds3d train-prior`" if name_or_path == "toy" else "`python scripts/train_toy_flow_prior.py --out outputs/toy-flow-prior` and copy its last stage there"
+            raise PriorError(f"the toy prior {name_or_path!r} is missing from {folder}; reinstall sds3d or make it with {how}")
+        return folder
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -85,15 +90,38 @@ def load_prior(
 ) -> Prior:
     """Load a frozen prior. See ``resolve_prior_path`` for what ``name_or_path`` may be.
 
+    The folder's model_index.json picks the family: Stable Diffusion 1.x/2.x and the toy priors
+    (``sd.py``), SDXL (``sdxl.py``), SD3/SD3.5 (``sd3.py``), Flux-type (``flux.py``).
+
     Args:
-        name_or_path: "toy", a diffusers pipeline folder, or a hub id in the local cache.
+        name_or_path: "toy", "toy-flow", a diffusers pipeline folder, or a hub id in the local cache.
         device: where the prior runs.
-        dtype: override of ``cfg.dtype`` (default: float16 on CUDA, float32 on CPU).
+        dtype: override of ``cfg.dtype`` (default: on CUDA bf16 for bf16 weights, else fp16; fp32 on CPU).
         cfg: precision / attention / memory options (``PriorConfig``; defaults if None).
     """
-    from .diffusers_prior import DiffusersPrior
+    from .loading import PipelineFolder
 
-    return DiffusersPrior(resolve_prior_path(name_or_path, download=bool(cfg and cfg.download)), device=device, dtype=dtype, cfg=cfg)
+    folder = PipelineFolder(resolve_prior_path(name_or_path, download=bool(cfg and cfg.download)))
+    return prior_class(folder.family)(folder, device=device, dtype=dtype, cfg=cfg)
 
 
-__all__ = ["Prior", "PriorError", "Condition", "NoiseSchedule", "Schedule", "classifier_free_guidance", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "DOWNLOAD_PATTERNS", "TOY_PRIOR_PATH", "TOY_PIPELINE_CLASS"]
+def prior_class(family: str) -> type[Prior]:
+    """The Prior class of a family (``loading.PIPELINES``' values)."""
+    if family == "sdxl":
+        from .sdxl import SDXLPrior
+
+        return SDXLPrior
+    if family == "sd3":
+        from .sd3 import SD3Prior
+
+        return SD3Prior
+    if family == "flux":
+        from .flux import FluxPrior
+
+        return FluxPrior
+    from .sd import SDPrior
+
+    return SDPrior
+
+
+__all__ = ["Prior", "PriorError", "Condition", "NoiseSchedule", "FlowSchedule", "Schedule", "prior_class", "TOY_FLOW_PRIOR_PATH", "TOY_PRIORS", "classifier_free_guidance", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "DOWNLOAD_PATTERNS", "TOY_PRIOR_PATH", "TOY_PIPELINE_CLASS"]
