@@ -35,7 +35,6 @@ from sds3d.priors.schedule import FLOW_PREDICTION
 from .base import Guidance
 from .config import GuidanceConfig, GuidanceConfigError, check_guidance_config
 from .prompts import PromptEmbeddings, PromptError
-from .schedules import timestep_bounds
 
 
 def randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -72,12 +71,6 @@ class FlowSDSGuidance(Guidance):
         self.cfg = cfg
         for p in prior.parameters():
             p.requires_grad_(False)
-
-    def timestep_bounds(self, step: int) -> tuple[int, int]:
-        """Integer (lo, hi), inclusive, of t at training ``step`` (GuidanceConfig.t_schedule)."""
-        c = self.cfg
-        return timestep_bounds(step, self.prior.num_train_timesteps, c.t_min, c.t_max, c.t_schedule,
-                               c.t_max_end, c.t_min_end, c.anneal_start, c.anneal_end)
 
     def sample(self, rgb: Tensor, prompts: PromptEmbeddings, step: int, generator: torch.Generator | None):
         """x (with grad), t, eps and the bounds of one step."""

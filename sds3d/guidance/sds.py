@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sds3d.cameras import Cameras, schedule_step
+from sds3d.cameras import Cameras
 from sds3d.priors.base import Prior
 from sds3d.priors.condition import Condition
 from sds3d.priors.schedule import classifier_free_guidance
@@ -20,7 +20,6 @@ from .base import Guidance
 from .config import GuidanceConfig, check_guidance_config
 from .perp_neg import perp_neg_embeddings, perp_neg_guidance
 from .prompts import PromptEmbeddings, PromptError
-from .schedules import timestep_bounds
 
 
 def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -50,23 +49,8 @@ class SDSGuidance(Guidance):
         super().__init__(prior)
         check_guidance_config(cfg)
         self.cfg = cfg
-        self.max_steps: int | None = None  # the run's length (``update_step``): the anneal's steps are fractions of it
         for p in prior.parameters():
             p.requires_grad_(False)
-
-    def update_step(self, step: int, max_steps: int) -> None:
-        self.max_steps = max_steps
-
-    def timestep_bounds(self, step: int) -> tuple[int, int]:
-        """Integer (lo, hi), inclusive, of t at training ``step`` (GuidanceConfig.t_schedule)."""
-        c = self.cfg
-        if c.t_schedule == "constant":
-            start = end = 0
-        elif self.max_steps is None:
-            raise RuntimeError("an annealed t schedule needs the run length: call update_step(step, max_steps) first")
-        else:
-            start, end = (schedule_step(f, self.max_steps) for f in (c.anneal_start_fraction, c.anneal_end_fraction))
-        return timestep_bounds(step, self.prior.num_train_timesteps, c.t_min, c.t_max, c.t_schedule, c.t_max_end, c.t_min_end, start, end)
 
     def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Cameras | None = None) -> Tensor:
         """eps_hat from one batched prior call (no grad). Shapes: (B, C, h, w); B cameras or None.
