@@ -455,12 +455,12 @@ def test_guidance_protocol_holds_no_prior_state():
 
 def test_build_guidance_from_the_registry():
     prior = StubPrior()
-    assert GUIDANCE == {"sds": SDSGuidance}
+    assert GUIDANCE["sds"] is SDSGuidance
     guidance = build_guidance(GuidanceConfig(method="sds", scale=3.0), prior)
     assert type(guidance) is SDSGuidance and guidance.cfg.scale == 3.0 and guidance.prior is prior
     with pytest.raises(GuidanceConfigError) as e:
         build_guidance(GuidanceConfig(method="sdss"), prior)
-    assert str(e.value) == "guidance.method='sdss' is unknown; did you mean 'sds'? (one of sds)"
+    assert str(e.value).startswith("guidance.method='sdss' is unknown; did you mean 'sds'? (one of sds, ")
     assert issubclass(GuidanceConfigError, ValueError)
     with pytest.raises(GuidanceConfigError, match="weighting"):  # the estimator still checks its settings
         build_guidance(GuidanceConfig(weighting="sdss"), prior)

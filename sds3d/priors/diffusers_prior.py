@@ -167,6 +167,10 @@ class DiffusersPrior(Prior):
                     torch.cuda.empty_cache()
 
     @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.unet
+
+    @property
     def camera_conditioned(self) -> bool:
         return bool(getattr(self.unet.config, "camera_conditioning", False))
 
