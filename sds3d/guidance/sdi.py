@@ -17,7 +17,8 @@ threestudio config (sdi.yaml): inversion_steps 10, inversion_eta 0.3, their CFG 
 -7.5 for inversion in threestudio's convention eps_c + s (eps_c - eps_u), i.e. ours 8.5 and
 -6.5. Unlike threestudio's guidance, the last inversion step lands on t itself (threestudio
 inverts to t + delta, delta ~ U[0, T / n), and evaluates the prior at t on that latent).
-Prior calls per step: one per inversion step (<= inversion_steps) and one at (x_t, t).
+Prior calls per step: one per inversion step (the clean end to the first grid point, the grid
+points below t, the last one to t: <= inversion_steps + 1) and one at (x_t, t).
 """
 
 from __future__ import annotations
