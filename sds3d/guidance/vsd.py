@@ -59,11 +59,13 @@ CAMERA_FEATURES = 16  # c2w, flattened
 
 
 def lora_targets(denoiser: nn.Module | None) -> list[str]:
-    """Names of the denoiser's nn.Linear modules whose name ends with one of ``LORA_TARGETS``."""
+    """Names of the denoiser's linear modules (nn.Linear, or one a LoRA already wraps) ending with one of ``LORA_TARGETS``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     if denoiser is None:
         return []
     return [name for name, m in denoiser.named_modules()
-            if isinstance(m, nn.Linear) and any(name == k or name.endswith("." + k) for k in LORA_TARGETS)]
+            if isinstance(m, (nn.Linear, BaseTunerLayer)) and any(name == k or name.endswith("." + k) for k in LORA_TARGETS)]
 
 
 class VSDGuidance(ScoreDistillation):
@@ -83,19 +85,17 @@ class VSDGuidance(ScoreDistillation):
         if not isinstance(getattr(time_embedding, "linear_2", None), nn.Linear):
             raise GuidanceConfigError(f"guidance.method=vsd adds a camera embedding to the denoiser's time_embedding, "
                                       f"which {type(denoiser).__name__} lacks; use guidance.method=sds with this prior")
-        layers = [m for m in denoiser.modules() if isinstance(m, BaseTunerLayer)]
-        with warnings.catch_warnings():  # a VSD built before on this prior: its adapter goes (peft warns)
-            warnings.simplefilter("ignore")
-            for layer in layers:
+        from diffusers.models.embeddings import TimestepEmbedding
+
+        # A fixed seed: the LoRA's random init draws neither from nor into the run's RNG streams.
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            warnings.simplefilter("ignore")  # a VSD built before on this prior: its adapter is replaced (peft warns)
+            for layer in [m for m in denoiser.modules() if isinstance(m, BaseTunerLayer)]:
                 if ADAPTER in layer.lora_A:
                     layer.delete_adapter(ADAPTER)
-        # A fixed seed: the LoRA's random init draws neither from nor into the run's RNG streams.
-        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, target_modules=list(LORA_TARGETS))
             inject_adapter_in_model(lora, denoiser, adapter_name=ADAPTER)
-            from diffusers.models.embeddings import TimestepEmbedding
-
             self.camera_embedding = TimestepEmbedding(CAMERA_FEATURES, time_embedding.linear_2.out_features)
         nn.init.zeros_(self.camera_embedding.linear_2.weight)
         nn.init.zeros_(self.camera_embedding.linear_2.bias)
