@@ -24,6 +24,7 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
 
 def cmd_run(args) -> int:
     from .config import load_config
+    from .errors import UserError
     from .pipeline import run
     from .runs import load_run_config, prepare_run_dir
 
@@ -39,7 +40,14 @@ def cmd_run(args) -> int:
         cfg = load_config(config_path, overrides)
         run_dir = prepare_run_dir(cfg, overwrite=args.overwrite)
     print(f"sds3d: run folder {run_dir}", file=sys.stderr)
-    summary = run(cfg, run_dir, resume=bool(args.resume))
+    try:
+        summary = run(cfg, run_dir, resume=bool(args.resume))
+    except UserError:
+        # Mistakes found with the prior loaded (e.g. a method the prior cannot serve) come before anything is
+        # written: leave no empty run folder behind.
+        if not args.resume and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     _print_summary(summary)
     return 0
 

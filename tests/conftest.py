@@ -47,8 +47,9 @@ SD_TEXT_LEN = 16  # tokenizer.model_max_length of the tiny SD pipeline (SD: 77)
 SD_LATENT = 8  # its UNet sample_size; the VAE halves once, so renders are resized to 16x16
 
 
-def build_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
-    """A random-weight SD-layout pipeline (~2M parameters) saved into ``folder``."""
+def build_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon", attention: bool = True) -> Path:
+    """A random-weight SD-layout pipeline (~2M parameters) saved into ``folder``; ``attention=False``: a UNet of
+    plain ResNet blocks (no attention projections, so nothing for a LoRA to adapt)."""
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -63,7 +64,9 @@ def build_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon")
     ))
     unet = UNet2DConditionModel(
         sample_size=SD_LATENT, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D" if attention else "DownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn" if attention else None,
         cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
     )
     vae = AutoencoderKL(

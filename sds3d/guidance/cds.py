@@ -2,7 +2,9 @@
 
 CDS samples two adjacent points of the probability-flow ODE from the render and lets the less
 noisy one guide the noisier one. With one fixed noise eps* for the whole run (drawn at the first
-step, shared by all views) and Delta ~ U{cds_delta_t}:
+step, shared by all views), the less noisy time t - Delta drawn from the t schedule (as the
+authors' code draws its t_next, clamped to >= 0.1 T there) and Delta ~ U{cds_delta_t}, t clamped
+to T - 1:
 
     x_t = alpha_t x + sigma_t eps*                           (``schedule.add_noise``),
     x_{t-Delta} = DDIM-step(x_t, t -> t - Delta, eps_hat(x_t, t))   (one Euler step of the ODE),
@@ -42,13 +44,14 @@ class CDSGuidance(ScoreDistillation):
 
     def forward(self, rgb: Tensor, prompts: PromptEmbeddings, step: int, cameras: Cameras | None = None,
                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """CDS loss of renders ``rgb`` (entries as ``SDSGuidance.forward`` plus "delta_t"; prior_calls 2)."""
+        """CDS loss of renders ``rgb`` (entries as ``SDSGuidance.forward``, t_lo / t_hi bounding t - Delta, plus
+        "delta_t"; prior_calls 2)."""
         B = self.check_batch(rgb, prompts)
         c, schedule, calls = self.cfg, self.prior.schedule, self.prior.calls
         x = self.prior.encode_images(rgb)
-        t, lo, hi = self.sample_timesteps(step, B, generator, x)
+        t_prev, lo, hi = self.sample_timesteps(step, B, generator, x)
         delta = randint(int(c.cds_delta_t[0]), int(c.cds_delta_t[1]), B, generator, x)
-        t_prev = (t - delta).clamp_min(0)
+        t = (t_prev + delta).clamp_max(self.prior.num_train_timesteps - 1)
         if not bool(self.eps_star_drawn):
             self.eps_star.copy_(randn(self.eps_star.shape, generator, self.eps_star))
             self.eps_star_drawn.fill_(True)
