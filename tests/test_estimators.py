@@ -184,7 +184,7 @@ def test_ism_gradient_follows_its_inversion_chain():
         assert eps_start.std().item() == pytest.approx(1.0, abs=0.3)  # really a N(0, 1) draw
         for k, (t_from, t_to) in enumerate(zip(path[:-1], path[1:])):
             torch.testing.assert_close(inversion[first + k][0][b : b + 1].double(), x_b, rtol=1e-4, atol=1e-5)
-            eps_u = eps_of(emb.uncond.tokens[b : b + 1], x_b, torch.tensor([t_from]))
+            eps_u = eps_of(text_tokens(""), x_b, torch.tensor([t_from]))  # the inversion's null text
             x_b = ddim(x_b, t_from, t_to, eps_u)
         x_t_b = final[0][b : b + 1].double()
         torch.testing.assert_close(x_t_b, x_b, rtol=1e-4, atol=1e-5)

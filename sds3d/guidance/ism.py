@@ -8,7 +8,8 @@ deterministic (DDIM-inversion) trajectory of x0 = x:
     g = w(t) (eps_hat(x_t, t) - eps_u(x_s, s)),
 
 eps_hat = eps_u + scale (eps_c - eps_u) (``classifier_free_guidance``), the inversion predictions
-guided with ``inversion_scale`` (0: the unconditional eps_u, LucidDreamer's
+eps_null + inversion_scale (eps_c - eps_null) with the empty prompt (LucidDreamer's inverse_text
+"", not the negative prompt; inversion_scale 0: the unconditional prediction, LucidDreamer's
 denoise_guidance_scale <= 1), w(t) the configured weighting (LucidDreamer: "ism",
 sqrt((1 - abar_t) / abar_t)). As in the reference code, the inversion starts at
 start = max(s - xs_delta_t * xs_inv_steps, 0) from x noised to it (``schedule.add_noise``),
@@ -51,6 +52,7 @@ class ISMGuidance(ScoreDistillation):
     def __init__(self, cfg: GuidanceConfig, prior: Prior):
         super().__init__(cfg, prior)
         check_ddim_schedule(prior, "ism")
+        self.null = self.text_condition("")  # the inversion's unconditional text
 
     def forward(self, rgb: Tensor, prompts: PromptEmbeddings, step: int, cameras: Cameras | None = None,
                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -69,7 +71,7 @@ class ISMGuidance(ScoreDistillation):
             x_start = schedule.add_noise(x.detach(), eps, path[0])
 
             def eps_inv(x_k: Tensor, t_k: Tensor) -> Tensor:
-                return self.guided_eps(x_k, t_k, prompts.cond, prompts.uncond, c.inversion_scale, cams)
+                return self.guided_eps(x_k, t_k, prompts.cond, self.null.expand(B), c.inversion_scale, cams)
 
             x_t, eps_s = ddim_invert(schedule, eps_inv, x_start, path)  # eps_s: the prediction at (x_s, s)
             eps_hat = self.guided_eps(x_t, t, prompts.cond, prompts.uncond, c.scale, cams).float()
