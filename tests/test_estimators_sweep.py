@@ -33,16 +33,14 @@ def test_the_sweep_file_runs_every_method_with_its_own_config(tmp_path):
     spec = load_sweep_file(SWEEP)
     assert len(spec.prompts) == 16 and spec.seeds == [0, 1, 2] and len(spec.grid["config"]) == 10
     assert len(expand(spec)) == 480
-    spec.prompts, spec.seeds, spec.out = ["a green torus"], [0, 1], str(tmp_path / "sweep")
-    sweep_dir, planned = plan_sweep(spec)  # every run's config through the real loader
-    assert len(planned) == 2 * 10
-    assert all(not any(o.startswith("config=") for o in overrides) for _, overrides in planned)
+    spec.prompts, spec.seeds, spec.out = ["a green torus"], [0], str(tmp_path / "sweep")
+    sweep_dir, planned = plan_sweep(spec)  # every config of the grid through the real loader
+    assert len(planned) == 10 and all(not any(o.startswith("config=") for o in overrides) for _, overrides in planned)
+    spec.seeds = [0, 1]
+    spec.grid["config"] = [v for v in spec.grid["config"] if Path(v.strip('"')).stem in ("toy", "toy-nfsd", "toy-ism")]
     result = run_sweep(spec, run_fn=fake_train, log=lambda m: None)
     calls = [json.loads(line) for line in (sweep_dir / "calls.jsonl").read_text().splitlines()]
-    methods = {c["config"]: c["method"] for c in calls}
-    assert methods == {"toy.yaml": "sds", "toy-sjc.yaml": "sds", "toy-dreamtime.yaml": "sds", "toy-nfsd.yaml": "nfsd",
-                       "toy-csd.yaml": "csd", "toy-ism.yaml": "ism", "toy-sdi.yaml": "sdi", "toy-vsd.yaml": "vsd",
-                       "toy-esd.yaml": "vsd", "toy-cds.yaml": "cds"}
+    assert {c["config"]: c["method"] for c in calls} == {"toy.yaml": "sds", "toy-nfsd.yaml": "nfsd", "toy-ism.yaml": "ism"}
     assert all(r["status"] == "done" for r in result.rows) and "../toy-ism.yaml" in (sweep_dir / "summary.md").read_text()
     # The copy in the sweep folder finds the same runs (all finished: nothing runs again).
     again = load_sweep_file(sweep_dir / "sweep.yaml")
