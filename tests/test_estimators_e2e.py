@@ -80,3 +80,28 @@ def test_vsd_on_a_denoiser_without_lora_targets_exit_2_nothing_written(capsys, t
     code, line = _run(capsys, "run", TOY, "prompt=a red cube", "guidance.method=vsd", "prior.warn_cpu=false", *_fast(out, prior))
     assert code == 2 and "guidance.method=vsd trains a LoRA of the prior's denoiser, but UNet2DConditionModel has no" in line
     assert not any(out.iterdir())  # checked with the prior loaded, before the run folder holds anything
+
+
+def test_cds_resume_keeps_its_fixed_noise(tmp_path, tiny_pixel_prior):
+    """CDS's eps* is drawn once and checkpointed: a resumed run equals an uninterrupted one."""
+    from sds3d.checkpoint import TrainingInterrupted, load_checkpoint
+    from sds3d.config import load_config
+    from sds3d.pipeline import run
+    from sds3d.runs import prepare_run_dir
+
+    def cfg(name):
+        return load_config(TOY, ["prompt=a red cube", f"prior.name_or_path={tiny_pixel_prior}", f"out_dir={tmp_path}", f"name={name}",
+                                 "guidance.method=cds", "trainer.max_steps=4", "trainer.val_every=0", "trainer.ckpt_every=2",
+                                 "trainer.progress=false", "render.num_samples=8", "render.resolution=16", "trainer.threads=1"])
+
+    straight = cfg("straight")
+    run(straight, prepare_run_dir(straight), finish_run=False)
+    split = cfg("split")
+    run_dir = prepare_run_dir(split)
+    with pytest.raises(TrainingInterrupted):
+        run(split, run_dir, finish_run=False, stop_after=2)
+    run(split, run_dir, finish_run=False, resume=True)
+    a, b = load_checkpoint(tmp_path / "straight" / "ckpt" / "last.pt"), load_checkpoint(run_dir / "ckpt" / "last.pt")
+    assert bool(b["guidance"]["eps_star_drawn"]) and b["guidance"]["eps_star"].abs().sum() > 0
+    for part in ("scene", "guidance"):
+        assert all(a[part][k].equal(b[part][k]) for k in a[part]), part
