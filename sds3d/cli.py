@@ -32,6 +32,7 @@ def cmd_run(args) -> int:
 
 def _run(args, stop) -> int:
     from .config import load_config
+    from .errors import UserError
     from .pipeline import run
     from .runs import check_resume_overrides, load_run_config, open_existing, open_run
 

@@ -1,6 +1,6 @@
 """Stable-Diffusion-shaped (latent) priors through load_prior, on CPU, with a tiny random-weight pipeline.
 
-The fixture builds a StableDiffusionPipeline from tiny parts (UNet2DConditionModel, AutoencoderKL,
+The fixture (conftest.py) builds a StableDiffusionPipeline from tiny parts (UNet2DConditionModel, AutoencoderKL,
 CLIPTextModel, the real CLIP BPE tokenizer, DDPMScheduler) and ``save_pretrained``s it, so the
 same folder layout as a downloaded SD 1.x/2.x is loaded by the same code path.
 """
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SD_TEXT_LEN as TEXT_LEN
+from conftest import build_tiny_sd
 
 from sds3d.guidance import GuidanceConfig, PromptProcessor, SDSGuidance
 from sds3d.priors import PriorConfig, PriorError, download_command, load_prior, resolve_prior_path
@@ -18,45 +20,7 @@ from sds3d.priors import diffusers_prior as dp
 
 torch.set_num_threads(1)
 
-TEXT_LEN = 16  # tokenizer.model_max_length of the tiny pipeline (SD: 77)
-LATENT = 8  # UNet sample_size; the VAE halves once, so renders are resized to 16x16
-
-
-def build_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
-    """A random-weight SD-layout pipeline (~2M parameters) saved into ``folder``."""
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from sds3d.toyworld.train_prior import build_tokenizer
-
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer(TEXT_LEN, folder.parent / f"{folder.name}-tokenizer-src")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=TEXT_LEN, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
-    unet = UNet2DConditionModel(
-        sample_size=LATENT, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8, sample_size=2 * LATENT,
-    )
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, steps_offset=1, prediction_type=prediction_type)  # as in SD 1.x/2.x scheduler_config.json
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_sd(tmp_path_factory) -> Path:
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "pipeline")
+LATENT = 8  # tiny_sd (conftest.py): UNet sample_size; the VAE halves once, so renders are resized to 16x16
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Guidance: estimators of the distillation gradient (SDS), prompt processing, Perp-Neg, t schedules.
+"""Guidance: estimators of the distillation gradient (SDS, NFSD, CSD, ISM, SDI, VSD/ESD, CDS), prompt
+processing, Perp-Neg, t schedules.
 
 Guidance sees images, cameras and a Prior only. ``build_guidance`` makes the configured
 estimator (``guidance.method``) from the registry ``GUIDANCE``.
@@ -11,16 +12,26 @@ import difflib
 from sds3d.priors.base import Prior
 
 from .base import Guidance
+from .cds import CDSGuidance
 from .config import GuidanceConfig, GuidanceConfigError, check_guidance_config
+from .csd import CSDGuidance
+from .ddim_inversion import ddim_invert
+from .distillation import ScoreDistillation
 from .flow_sds import FlowSDSGuidance
+from .ism import ISMGuidance
+from .nfsd import NFSDGuidance
 from .perp_neg import perp_neg_embeddings, perp_neg_guidance, perpendicular_component
 from .prompts import VIEWS, PromptEmbeddings, PromptError, PromptProcessor, view_prompt
 from .rfds import RFDSGuidance, RFDSRevGuidance
-from .schedules import anneal_progress, timestep_bounds
+from .schedules import anneal_progress, dreamtime_timesteps, timestep_bounds
+from .sdi import SDIGuidance
 from .sds import SDSGuidance
+from .vsd import VSDGuidance
 
 #: guidance.method -> its Guidance class (constructed as cls(cfg, prior)).
 GUIDANCE: dict[str, type[Guidance]] = {"sds": SDSGuidance}
+GUIDANCE.update({"nfsd": NFSDGuidance, "csd": CSDGuidance, "ism": ISMGuidance, "sdi": SDIGuidance, "vsd": VSDGuidance,
+                 "cds": CDSGuidance})
 # Flow-matching priors (SD3, Flux, toy-flow): flow_sds.py, rfds.py.
 GUIDANCE.update({"flow_sds": FlowSDSGuidance, "rfds": RFDSGuidance, "rfds_rev": RFDSRevGuidance})
 
@@ -47,6 +58,8 @@ __all__ = [
     "GuidanceConfig", "GuidanceConfigError", "check_guidance_config",
     "PromptEmbeddings", "PromptError", "PromptProcessor", "VIEWS", "view_prompt",
     "SDSGuidance", "anneal_progress", "timestep_bounds",
+    "ScoreDistillation", "NFSDGuidance", "CSDGuidance", "ISMGuidance", "SDIGuidance", "VSDGuidance", "CDSGuidance",
+    "ddim_invert", "dreamtime_timesteps",
     "FlowSDSGuidance", "RFDSGuidance", "RFDSRevGuidance",
     "perp_neg_embeddings", "perp_neg_guidance", "perpendicular_component",
 ]

@@ -62,15 +62,17 @@ class Guidance(nn.Module, ABC):
         """Per-step schedules before the step (the trainer calls it, as ``Scene.update_step``): the run length."""
         self.max_steps = max_steps
 
+    def anneal_steps(self) -> tuple[int, int]:
+        """The steps [anneal_start, anneal_end] of this run: ``self.cfg``'s fractions of ``max_steps``."""
+        if self.max_steps is None:
+            raise RuntimeError("an annealed setting needs the run length: call update_step(step, max_steps) first")
+        c = self.cfg
+        return schedule_step(c.anneal_start_fraction, self.max_steps), schedule_step(c.anneal_end_fraction, self.max_steps)
+
     def timestep_bounds(self, step: int) -> tuple[int, int]:
         """Integer (lo, hi), inclusive, of t at training ``step`` from ``self.cfg`` (a GuidanceConfig's t schedule)."""
         c = self.cfg
-        if c.t_schedule == "constant":
-            start = end = 0
-        elif self.max_steps is None:
-            raise RuntimeError("an annealed t schedule needs the run length: call update_step(step, max_steps) first")
-        else:
-            start, end = (schedule_step(f, self.max_steps) for f in (c.anneal_start_fraction, c.anneal_end_fraction))
+        start, end = (0, 0) if c.t_schedule == "constant" else self.anneal_steps()
         return timestep_bounds(step, self.prior.num_train_timesteps, c.t_min, c.t_max, c.t_schedule, c.t_max_end, c.t_min_end,
                                start, end)
 

@@ -3,31 +3,33 @@ guidance, negative prompts, w(t), annealed t bounds and optional Perp-Neg.
 
 Variable names follow the paper and diffusers: x (the render in the prior's space), t, eps,
 x_t, eps_c / eps_u (conditional / unconditional predictions), eps_hat, w, g.
-"""
 
+Score Jacobian Chaining (SJC, Wang et al. 2023) is SDS with another w(t), so it is the weighting
+``guidance.weighting=sjc`` rather than an estimator of its own. SJC perturbs x in the VE form
+x_sigma = x + sigma eps with sigma = sigma_t / alpha_t, scores it with the denoiser
+D(x_sigma) = x_sigma - sigma eps_hat (eps_hat taken at x_sigma / sqrt(1 + sigma^2) = alpha_t x +
+sigma_t eps = x_t, SDS's input) and ascends its perturb-and-average score (SJC Eq. 10):
+
+    (D(x_sigma) - x) / sigma^2 = (x + sigma eps - sigma eps_hat - x) / sigma^2 = -(eps_hat - eps) / sigma,
+
+so its descent direction is (1 / sigma)(eps_hat - eps) = w(t)(eps_hat - eps) with w(t) =
+alpha_t / sigma_t = sqrt(abar_t / (1 - abar_t)) ("sjc"). threestudio's SJC guidance divides
+D(x_sigma) - x by sigma once, which is w(t) = 1 ("uniform").
+"""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sds3d.cameras import Cameras
-from sds3d.priors.base import Prior
 from sds3d.priors.condition import Condition
-from sds3d.priors.schedule import classifier_free_guidance
 
-from .base import Guidance
-from .config import GuidanceConfig, check_guidance_config
+from .distillation import ScoreDistillation, randn, rows
 from .perp_neg import perp_neg_embeddings, perp_neg_guidance
 from .prompts import PromptEmbeddings, PromptError
 
 
-def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).to(like.device, like.dtype)
-
-
-class SDSGuidance(Guidance):
+class SDSGuidance(ScoreDistillation):
     """The SDS loss of a batch of renders under a frozen text-to-image prior.
 
     Per step: x = prior.encode_images(rgb) (differentiable); t ~ U{lo..hi} (current annealed
@@ -45,45 +47,19 @@ class SDSGuidance(Guidance):
     The negative prompt replaces the unconditional condition (it is the PromptEmbeddings' uncond).
     """
 
-    def __init__(self, cfg: GuidanceConfig, prior: Prior):
-        super().__init__(prior)
-        check_guidance_config(cfg)
-        self.cfg = cfg
-        for p in prior.parameters():
-            p.requires_grad_(False)
-
     def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Cameras | None = None) -> Tensor:
-        """eps_hat from one batched prior call (no grad). Shapes: (B, C, h, w); B cameras or None.
-
-        A camera-conditioned prior sees the view's camera in every branch (conditional,
-        unconditional, negatives), as MVDream's guidance does; CFG acts on the text only.
-        """
+        """eps_hat from one batched prior call (no grad). Shapes: (B, C, h, w); B cameras or None."""
         c, B = self.cfg, x_t.shape[0]
-        if c.scale == 0:  # unconditional: eps_hat = eps_u, cond not evaluated
-            return self.prior.predict_eps(x_t, t, emb.uncond, cameras)
-        if c.perp_neg:
-            positive, negatives, neg_weights = perp_neg_embeddings(emb, c.perp_neg_f_fs, c.perp_neg_f_sf, c.perp_neg_f_sb, c.perp_neg_f_fsb)
-            K = len(negatives) // B
-            # Rows: positive, uncond (samples 0..B-1 each), then K negatives per sample (sample-major).
-            cams = None if cameras is None else cameras[torch.cat([torch.arange(B).repeat(2), torch.arange(B).repeat_interleave(K)])]
-            eps = self.prior.predict_eps(torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]), torch.cat([t, t, t.repeat_interleave(K)]),
-                                         Condition.cat([positive, emb.uncond, negatives]), cams)
-            eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
-            return perp_neg_guidance(eps_u, eps_c, eps_neg, neg_weights, c.scale)
-        cams = None if cameras is None else cameras[torch.arange(B).repeat(2)]
-        eps_c, eps_u = self.prior.predict_eps(
-            torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([emb.cond, emb.uncond]), cams
-        ).chunk(2)
-        return classifier_free_guidance(eps_u, eps_c, c.scale)
-
-    def _clip(self, g: Tensor) -> Tensor:
-        c = self.cfg
-        if c.grad_clip is None:
-            return g
-        if c.grad_clip_mode == "value":
-            return g.clamp(-c.grad_clip, c.grad_clip)
-        norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.ndim - 1)))
-        return g * (c.grad_clip / norm.clamp_min(1e-12)).clamp(max=1.0)
+        if not c.perp_neg or c.scale == 0:
+            return self.guided_eps(x_t, t, emb.cond, emb.uncond, c.scale, cameras)
+        positive, negatives, neg_weights = perp_neg_embeddings(emb, c.perp_neg_f_fs, c.perp_neg_f_sf, c.perp_neg_f_sb, c.perp_neg_f_fsb)
+        K = len(negatives) // B
+        # Rows: positive, uncond (samples 0..B-1 each), then K negatives per sample (sample-major).
+        cams = rows(torch.cat([torch.arange(B).repeat(2), torch.arange(B).repeat_interleave(K)]), cameras)
+        eps = self.prior.predict_eps(torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]), torch.cat([t, t, t.repeat_interleave(K)]),
+                                     Condition.cat([positive, emb.uncond, negatives]), cams)
+        eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
+        return perp_neg_guidance(eps_u, eps_c, eps_neg, neg_weights, c.scale)
 
     def forward(
         self,
@@ -108,33 +84,15 @@ class SDSGuidance(Guidance):
             "w_mean", "nonfinite_frac" (fraction of g entries that were NaN/inf, set to 0),
             "prior_calls" (prior evaluations this step: 1).
         """
-        B = rgb.shape[0]
-        if len(prompts) != B:
-            raise PromptError(f"got {len(prompts)} prompt embeddings for {B} renders; build them from the same cameras")
+        B = self.check_batch(rgb, prompts)
         schedule, calls = self.prior.schedule, self.prior.calls
         x = self.prior.encode_images(rgb)
-        lo, hi = self.timestep_bounds(step)
-        t_device = generator.device if generator is not None else x.device
-        t = torch.randint(lo, hi + 1, (B,), generator=generator, device=t_device).to(x.device)
-        eps = _randn(x.shape, generator, x)
+        t, lo, hi = self.sample_timesteps(step, B, generator, x)
+        eps = randn(x.shape, generator, x)
         with torch.no_grad():
             x_t = schedule.add_noise(x.detach(), eps, t)
-            cameras = cameras if self.prior.camera_conditioned else None
-            eps_hat = self._predict_eps_hat(x_t, t, prompts, cameras).float()
+            eps_hat = self._predict_eps_hat(x_t, t, prompts, self.prior_cameras(cameras)).float()
             w = schedule.weight(t, self.cfg.weighting, like=eps_hat)
             g = w * (eps_hat - eps.float())  # DreamFusion Eq. 3 without the generator Jacobian
-            nonfinite = (~torch.isfinite(g)).float().mean()
-            g = self._clip(torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
-        x32 = x.float()
-        target = (x32 - g).detach()
-        loss_sds = 0.5 * F.mse_loss(x32, target, reduction="sum") / B
-        return {
-            "loss_sds": loss_sds,
-            "sds_grad_norm": g.flatten(1).norm(dim=1).mean(),
-            "t_mean": t.float().mean(),
-            "t_lo": torch.tensor(float(lo)),
-            "t_hi": torch.tensor(float(hi)),
-            "w_mean": w.mean(),
-            "nonfinite_frac": nonfinite,
-            "prior_calls": torch.tensor(float(self.prior.calls - calls)),
-        }
+        return self.losses(x, g, step, calls, t_mean=t.float().mean(), t_lo=torch.tensor(float(lo)),
+                           t_hi=torch.tensor(float(hi)), w_mean=w.mean())

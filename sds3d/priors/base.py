@@ -133,6 +133,12 @@ class Prior(nn.Module, ABC):
         """(C, h, w) of one x in the prior's space (what a sampler starts from)."""
 
     @property
+    def denoiser(self) -> nn.Module | None:
+        """The network ``_predict`` evaluates, for estimators that adapt it (VSD's LoRA); None when
+        the prior has no such module. Its own time embedding is ``denoiser.time_embedding``."""
+        return None
+
+    @property
     def camera_conditioned(self) -> bool:
         """Whether ``predict`` uses ``cameras`` (MVDream-style camera conditioning)."""
         return False

@@ -34,7 +34,7 @@ FLOW_PREDICTION = "flow_prediction"
 #: The family of a prediction type, as ``sds3d doctor`` names it.
 FAMILIES = {"epsilon": "ε", "v_prediction": "v", "sample": "x0", FLOW_PREDICTION: "flow"}
 #: w(t) of the SDS gradient (DreamFusion Eq. 3), by name (``Schedule.weight``).
-WEIGHTINGS = ("sds", "uniform", "fantasia3d")
+WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism", "sjc")
 
 
 def classifier_free_guidance(out_uncond: Tensor, out_cond: Tensor, scale: float) -> Tensor:
@@ -133,6 +133,16 @@ class Schedule(ABC):
         """
         return self._move(x_s, s, t, eps)
 
+    def ddim_posterior_std(self, t: Tensor, t_prev: Tensor, like: Tensor | None = None) -> Tensor:
+        """The std of q(x_{t_prev} | x_t, x) for t_prev < t: sqrt(sigma_prev^2 / sigma_t^2 (sigma_t^2 -
+        (alpha_t / alpha_prev)^2 sigma_prev^2)), i.e. DDIM's sigma_t(eta = 1) (Song et al. 2021, Eq. 16;
+        for the DDPM family (1 - abar_prev) / (1 - abar_t) (1 - abar_t / abar_prev)). SDI's inversion
+        adds eta times it as noise (with t_prev < t the less noisy end). Shapes as ``alpha``.
+        """
+        a, s = self.alpha(t, like), self.sigma(t, like)
+        a_prev, s_prev = self.alpha(t_prev, like), self.sigma(t_prev, like)
+        return (s_prev**2 / s**2 * (s**2 - (a / a_prev) ** 2 * s_prev**2)).clamp_min(0.0).sqrt()
+
     def _move(self, x_from: Tensor, t_from: Tensor, t_to: Tensor, eps: Tensor) -> Tensor:
         x0 = (x_from - self.sigma(t_from, x_from) * eps) / self.alpha(t_from, x_from)
         return self.alpha(t_to, x_from) * x0 + self.sigma(t_to, x_from) * eps
@@ -209,7 +219,9 @@ class NoiseSchedule(Schedule):
 
     def weight(self, t: Tensor, kind: str, like: Tensor | None = None) -> Tensor:
         """sds: 1 - abar_t (DreamFusion); uniform: 1; fantasia3d: sqrt(abar_t) (1 - abar_t)
-        (Fantasia3D's weighting as implemented in threestudio)."""
+        (Fantasia3D's weighting as implemented in threestudio); ism: sqrt((1 - abar_t) / abar_t)
+        (LucidDreamer's ISM); sjc: sqrt(abar_t / (1 - abar_t)) (Score Jacobian Chaining's score
+        (D(x + sigma eps) - x) / sigma^2 as an SDS weighting; see ``guidance/sds.py``)."""
         abar = self.alphas_cumprod_at(t, like)
         if kind == "sds":
             return 1.0 - abar
@@ -217,6 +229,10 @@ class NoiseSchedule(Schedule):
             return torch.ones_like(abar)
         if kind == "fantasia3d":
             return abar.sqrt() * (1.0 - abar)
+        if kind == "ism":
+            return ((1.0 - abar) / abar).sqrt()
+        if kind == "sjc":
+            return (abar / (1.0 - abar)).sqrt()
         raise ValueError(f"unknown weighting {kind!r}; use one of {', '.join(WEIGHTINGS)}")
 
     def ddim_timesteps(self, num_inference_steps: int) -> tuple[Tensor, Tensor]:
@@ -317,7 +333,8 @@ class FlowSchedule(Schedule):
     def weight(self, t: Tensor, kind: str, like: Tensor | None = None) -> Tensor:
         """The weight of eps-hat - eps, written in this process's sigma_t: sds: sigma_t^2 (DreamFusion's
         1 - abar_t = sigma_t^2 of the DDPM family); uniform: 1; fantasia3d: alpha_t sigma_t^2
-        (sqrt(abar_t) (1 - abar_t) = alpha_t sigma_t^2)."""
+        (sqrt(abar_t) (1 - abar_t) = alpha_t sigma_t^2); ism: sigma_t / alpha_t; sjc: alpha_t / sigma_t,
+        with alpha_t = 1 - sigma_t (the DDPM family's sqrt((1 - abar) / abar) and its inverse)."""
         sigma = self.sigma(t, like)
         if kind == "sds":
             return sigma**2
@@ -325,6 +342,10 @@ class FlowSchedule(Schedule):
             return torch.ones_like(sigma)
         if kind == "fantasia3d":
             return (1.0 - sigma) * sigma**2
+        if kind == "ism":
+            return sigma / (1.0 - sigma)
+        if kind == "sjc":
+            return (1.0 - sigma) / sigma
         raise ValueError(f"unknown weighting {kind!r}; use one of {', '.join(WEIGHTINGS)}")
 
     def ddim_timesteps(self, num_inference_steps: int) -> tuple[Tensor, Tensor]:

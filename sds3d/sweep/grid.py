@@ -35,6 +35,12 @@ class SweepSpec:
         seeds: seeds to run every grid point on (empty: the base config's seed).
         out: the sweep folder (runs are its subfolders).
         overrides: fixed ``key=value`` overrides applied to every run before the grid's.
+        config_root: the folder that relative files of a ``config`` grid key are relative to (the sweep
+            file's; "" = the working directory).
+
+    A grid key ``config`` (``CONFIG_KEY``) takes run config files instead of values: each run uses its
+    file in place of ``config`` (e.g. every estimator with its own tuned config), the other keys and
+    the overrides apply on top.
     """
 
     config: str
@@ -43,6 +49,19 @@ class SweepSpec:
     seeds: list[int] = field(default_factory=list)
     out: str = ""
     overrides: list[str] = field(default_factory=list)
+    config_root: str = ""
+
+    def run_config(self, run: "RunSpec") -> str:
+        """The config file of ``run``: its ``config`` grid value (resolved against ``config_root``), else ``config``."""
+        value = dict(run.overrides).get(CONFIG_KEY)
+        if value is None:
+            return self.config
+        path = Path(display_value(value))
+        return str(path if path.is_absolute() or not self.config_root else Path(self.config_root) / path)
+
+
+#: The grid key whose values are run config files (``SweepSpec``).
+CONFIG_KEY = "config"
 
 
 @dataclass(frozen=True)
@@ -60,10 +79,11 @@ class RunSpec:
     @property
     def column(self) -> str:
         """The grid point as text (the comparison image's column header)."""
-        return " ".join(f"{k}={display_value(v)}" for k, v in self.overrides) or "(base)"
+        return " ".join(f"{k}={Path(display_value(v)).stem if k == CONFIG_KEY else display_value(v)}" for k, v in self.overrides) or "(base)"
 
     def override_list(self) -> list[str]:
-        return [f"{k}={v}" for k, v in self.overrides]
+        """The grid point's ``key=value`` overrides (a ``config`` key chooses the file, it is no override)."""
+        return [f"{k}={v}" for k, v in self.overrides if k != CONFIG_KEY]
 
 
 def split_values(text: str) -> list[str]:
@@ -161,7 +181,9 @@ def _value_slug(text: str) -> str:
 
 def run_folder_name(prompt: str, seed: int, overrides: tuple[tuple[str, str], ...]) -> str:
     """``a-red-cube__seed-0__guidance.scale-7.5``: deterministic, valid as ``RunConfig.name``."""
-    parts = [slugify(prompt, max_len=48), f"seed-{seed}"] + [f"{k}-{_value_slug(v)}" for k, v in overrides]
+    # A config file is named by its stem, so the sweep.yaml copy (paths relative to the sweep folder) finds its runs.
+    parts = [slugify(prompt, max_len=48), f"seed-{seed}"] + [
+        f"{k}-{_value_slug(Path(display_value(v)).stem if k == CONFIG_KEY else v)}" for k, v in overrides]
     name = "__".join(parts)
     if len(name) > 150:  # file systems cap names at 255 bytes
         name = f"{name[:140]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
@@ -241,4 +263,4 @@ def load_sweep_file(path: str | Path) -> SweepSpec | None:
     if isinstance(overrides, dict):
         overrides = [f"{k}={yaml_value_text(v)}" for k, v in overrides.items()]
     return SweepSpec(config=str(path.parent / str(data["config"])), grid=parsed, prompts=prompts, seeds=seeds,
-                     out=str(data.get("out") or ""), overrides=[str(o) for o in overrides])
+                     out=str(data.get("out") or ""), overrides=[str(o) for o in overrides], config_root=str(path.parent))

@@ -16,7 +16,7 @@ from ..paths import slugify
 from ..runs import locked
 from .execute import (RunJob, SweepStop, available_cores, check_ray_address, run_one, run_processes, run_ray, run_sequential,
                       run_state, threads_per_run)
-from .grid import RunSpec, SweepError, SweepSpec, expand
+from .grid import CONFIG_KEY, RunSpec, SweepError, SweepSpec, expand
 from .report import collect_rows, write_comparison, write_csv, write_index, write_markdown
 
 
@@ -67,7 +67,10 @@ def plan_sweep(spec: SweepSpec, load: Callable | None = None, extra: list[str] |
     for key, values in spec.grid.items():  # one key at a time, so the message names the --grid item
         for value in values:
             try:
-                load(spec.config, base_overrides + [f"{key}={value}"])
+                if key == CONFIG_KEY:
+                    load(spec.run_config(RunSpec("", 0, ((key, value),))), base_overrides)
+                else:
+                    load(spec.config, base_overrides + [f"{key}={value}"])
             except ValueError as e:  # sds3d.config.ConfigError
                 raise SweepError(f"--grid {key}: {e}") from None
     runs = expand(spec, default_prompt=base.prompt, default_seed=base.seed)
@@ -77,7 +80,7 @@ def plan_sweep(spec: SweepSpec, load: Callable | None = None, extra: list[str] |
         overrides = (list(spec.overrides) + run.override_list() + list(extra or [])
                      + [f"prompt={_quote(run.prompt)}", f"seed={run.seed}", f"out_dir={_quote(str(sweep_dir))}", f"name={run.name}"])
         try:
-            load(spec.config, overrides)
+            load(spec.run_config(run), overrides)
         except ValueError as e:  # sds3d.config.ConfigError
             raise SweepError(f"run {run.name}: {e}") from None
         planned.append((run, overrides))
@@ -88,8 +91,14 @@ def _write_sweep_file(spec: SweepSpec, sweep_dir: Path) -> None:
     """sweep.yaml in the sweep folder: ``sds3d sweep SWEEP_DIR/sweep.yaml`` re-runs (and completes) it."""
     from omegaconf import OmegaConf
 
-    data = {"config": os.path.relpath(Path(spec.config).resolve(), sweep_dir.resolve()),
-            "grid": {k: ",".join(v) for k, v in spec.grid.items()}, "prompts": list(spec.prompts),
+    def relative(path: str) -> str:
+        return os.path.relpath(Path(path).resolve(), sweep_dir.resolve())
+
+    grid = {k: ",".join(v) for k, v in spec.grid.items()}
+    if CONFIG_KEY in spec.grid:  # config files relative to the copy's folder, as its config
+        grid[CONFIG_KEY] = ",".join(relative(spec.run_config(RunSpec("", 0, ((CONFIG_KEY, v),)))) for v in spec.grid[CONFIG_KEY])
+    data = {"config": relative(spec.config),
+            "grid": grid, "prompts": list(spec.prompts),
             "seeds": list(spec.seeds), "out": str(sweep_dir), "overrides": list(spec.overrides)}
     atomic.write_text(sweep_dir / "sweep.yaml", OmegaConf.to_yaml(OmegaConf.create(literal(data))))
 
@@ -155,7 +164,7 @@ def _run_locked(spec: SweepSpec, sweep_dir: Path, planned: list, jobs: int, ray:
         if state == "done":
             statuses[run.name] = "done"
         else:
-            todo.append(RunJob(run.name, str(spec.config), overrides, str(sweep_dir / run.name), state))
+            todo.append(RunJob(run.name, spec.run_config(run), overrides, str(sweep_dir / run.name), state))
     n_resume = sum(j.mode == "resume" for j in todo)
     log(f"{sweep_dir}: {len(planned)} runs; {len(planned) - len(todo)} finished, {n_resume} to resume, "
         f"{len(todo) - n_resume} to start" + (f" ({'ray' if ray else f'{jobs} processes'}, {extra[0]})" if extra else ""))

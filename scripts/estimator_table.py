@@ -1,0 +1,144 @@
+"""The method table of docs/estimators.md from the estimator sweep folders (configs/sweeps/estimators.yaml).
+
+One row per config of the sweep's `config` grid: runs, mean and worst mesh IoU, mean colour error,
+mean recognition, mean training seconds per run, mean prior evaluations per step (metrics.jsonl's
+prior_calls), seed diversity (mean pairwise IoU between the meshes of different seeds of the same
+prompt, on a 64^3 grid without alignment: lower is more diverse) and, with --at, the mean IoU of
+the same configs in shorter sweeps (time-to-quality). Writes the table between the markers
+<!-- estimator-table --> and <!-- /estimator-table --> of --out (or a new file) and, unless
+--no-picture, a comparison picture (rows: configs, columns: prompts, seed 0).
+
+    python scripts/estimator_table.py runs/sweeps/estimators --at 150=runs/sweeps/estimators-150 \
+        --at 300=runs/sweeps/estimators-300 --out docs/estimators.md --picture docs/estimators.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+from pathlib import Path
+
+from sds3d.sweep import expand, load_sweep_file
+from sds3d.sweep.grid import CONFIG_KEY, display_value
+from sds3d.sweep.report import metrics_of, result_image
+
+START, END = "<!-- estimator-table -->", "<!-- /estimator-table -->"
+
+
+def config_name(run) -> str:
+    value = dict(run.overrides).get(CONFIG_KEY)
+    return Path(display_value(value)).stem if value is not None else "(base)"
+
+
+def read_runs(sweep_dir: Path) -> dict[str, list[dict]]:
+    """Per config name: one dict per run folder with its metrics, prompt, seed, folder and prior calls per step."""
+    spec = load_sweep_file(sweep_dir / "sweep.yaml")
+    by_config: dict[str, list[dict]] = {}
+    for run in expand(spec):
+        folder = sweep_dir / run.name
+        summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+        calls = []
+        if (folder / "metrics.jsonl").is_file():
+            calls = [json.loads(line).get("prior_calls") for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        row = {**metrics_of(summary), "prompt": run.prompt, "seed": run.seed, "folder": folder,
+               "prior_calls": mean([c for c in calls if c is not None])}
+        by_config.setdefault(config_name(run), []).append(row)
+    return by_config
+
+
+def mean(values) -> float | None:
+    xs = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def seed_diversity(rows: list[dict], resolution: int = 64) -> float | None:
+    """Mean pairwise occupancy IoU between the meshes of different seeds of each prompt."""
+    from sds3d.eval import load_mesh_world, mesh_occupancy
+
+    ious = []
+    prompts = {r["prompt"] for r in rows}
+    for prompt in sorted(prompts):
+        grids = []
+        for r in sorted((r for r in rows if r["prompt"] == prompt), key=lambda r: r["seed"]):
+            try:
+                grids.append(mesh_occupancy(load_mesh_world(r["folder"]), resolution))
+            except Exception:  # noqa: BLE001 - a missing or empty mesh leaves the pair out
+                continue
+        for a, b in itertools.combinations(grids, 2):
+            union = (a | b).sum()
+            if union:
+                ious.append(float((a & b).sum() / union))
+    return mean(ious)
+
+
+def fmt(value, spec: str = ".3f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def table(main: dict[str, list[dict]], at: dict[int, dict[str, list[dict]]], diversity: bool) -> str:
+    steps = sorted(at)
+    header = (["config", "runs", "mean IoU", "worst IoU", "colour error", "recognition", "train s/run", "prior calls/step",
+               "seed diversity (pairwise IoU)"] + [f"IoU @ {s} steps" for s in steps])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, rows in main.items():
+        ious = [r["iou"] for r in rows if r["iou"] is not None]
+        cells = [name, str(len(ious)), fmt(mean(ious)), fmt(min(ious) if ious else None),
+                 fmt(mean(r["colour_error"] for r in rows)), fmt(mean(r["recognition"] for r in rows), ".2f"),
+                 fmt(mean(r["train_seconds"] for r in rows), ".1f"), fmt(mean(r["prior_calls"] for r in rows), ".2f"),
+                 fmt(seed_diversity(rows)) if diversity else ""]
+        cells += [fmt(mean(r["iou"] for r in at[s].get(name, []))) for s in steps]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def picture(main: dict[str, list[dict]], path: Path, cell: int = 64) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    prompts = sorted({r["prompt"] for rows in main.values() for r in rows})
+    label_w, head_h = 120, 28
+    canvas = Image.new("RGB", (label_w + cell * len(prompts), head_h + cell * len(main)), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for j, prompt in enumerate(prompts):
+        for k, word in enumerate(prompt.split()[1:]):
+            draw.text((label_w + j * cell + 2, 2 + 12 * k), word, fill="black", font=font)
+    for i, (name, rows) in enumerate(main.items()):
+        draw.text((4, head_h + i * cell + cell // 2 - 6), name, fill="black", font=font)
+        for j, prompt in enumerate(prompts):
+            run = next((r for r in rows if r["prompt"] == prompt and r["seed"] == min(x["seed"] for x in rows)), None)
+            img = result_image(run["folder"], cell) if run else None
+            if img is not None:
+                canvas.paste(img, (label_w + j * cell, head_h + i * cell))
+    canvas.save(path)
+
+
+def write(out: Path, text: str) -> None:
+    block = f"{START}\n{text}{END}"
+    if out.is_file() and START in out.read_text() and END in out.read_text():
+        old = out.read_text()
+        out.write_text(old[: old.index(START)] + block + old[old.index(END) + len(END):])
+    else:
+        out.write_text(block + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("sweep_dir", type=Path, help="the 600-step sweep folder (configs/sweeps/estimators.yaml's out)")
+    ap.add_argument("--at", action="append", default=[], metavar="STEPS=DIR", help="a shorter sweep: its steps and folder")
+    ap.add_argument("--out", type=Path, default=Path("docs/estimators.md"))
+    ap.add_argument("--picture", type=Path, default=Path("docs/estimators.png"))
+    ap.add_argument("--no-picture", action="store_true")
+    ap.add_argument("--no-diversity", action="store_true", help="skip the pairwise mesh IoU (reads every mesh)")
+    args = ap.parse_args(argv)
+    main_rows = read_runs(args.sweep_dir)
+    at = {int(item.split("=", 1)[0]): read_runs(Path(item.split("=", 1)[1])) for item in args.at}
+    text = table(main_rows, at, diversity=not args.no_diversity)
+    print(text, end="")
+    write(args.out, text)
+    if not args.no_picture:
+        picture(main_rows, args.picture)
+
+
+if __name__ == "__main__":
+    main()
