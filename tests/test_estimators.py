@@ -85,11 +85,16 @@ def embeddings(seed=0):
                             ["front", "side", "back"])
 
 
-def run(cfg, seed=0, step=0, prior=None, guidance=None):
+#: The run length the stub runs have: the anneal fractions below are of these 100 steps.
+MAX_STEPS = 100
+
+
+def run(cfg, seed=0, step=0, prior=None, guidance=None, max_steps=MAX_STEPS):
     prior = prior or StubPrior()
     emb = embeddings()
     rgb = torch.rand(B, C, H, H, generator=torch.Generator().manual_seed(123)).requires_grad_(True)
     guidance = guidance or build_guidance(cfg, prior)
+    guidance.update_step(step, max_steps)
     out = guidance(rgb, emb, step=step, generator=torch.Generator().manual_seed(seed))
     out["loss_sds"].backward()
     return prior, emb, out, guidance
@@ -145,7 +150,7 @@ def test_csd_classifier_score_alone_is_one_call_of_two_rows():
 
 def test_csd_annealed_negative_term():
     cfg = GuidanceConfig(method="csd", weighting="sds", csd_negative_prompt="low quality", csd_negative_scale=1.0,
-                         csd_negative_scale_end=0.5, anneal_start=0, anneal_end=100)
+                         csd_negative_scale_end=0.5, anneal_start_fraction=0.0, anneal_end_fraction=1.0)
     prior, emb, out, _ = run(cfg, step=50)  # a = 1 + 0.5 * (0.5 - 1) = 0.75
     (x_t, t, _), = prior.records
     x_t, t = x_t[:B], t[:B]
@@ -199,7 +204,7 @@ def test_ism_gradient_follows_its_inversion_chain():
 
 
 def test_ism_interval_anneals():
-    cfg = GuidanceConfig(method="ism", delta_t=50, delta_t_start=100, anneal_start=0, anneal_end=100)
+    cfg = GuidanceConfig(method="ism", delta_t=50, delta_t_start=100, anneal_start_fraction=0.0, anneal_end_fraction=1.0)
     for step, expected in ((0, 100), (50, 75), (100, 50), (500, 50)):
         _, _, out, _ = run(cfg, step=step)
         assert out["delta_t"].item() == expected
@@ -322,18 +327,20 @@ def test_dreamtime_timesteps_against_the_formula():
 
 
 def test_dreamtime_t_per_step_in_the_guidance():
-    cfg = GuidanceConfig(method="sds", t_schedule="dreamtime", anneal_start=10, anneal_end=110)
+    cfg = GuidanceConfig(method="sds", t_schedule="dreamtime", anneal_start_fraction=0.01, anneal_end_fraction=0.11)
     guidance = build_guidance(cfg, StubPrior())
+    guidance.update_step(0, 1000)  # anneal over steps [10, 110]
     table = dreamtime_timesteps(guidance.prior.schedule, 100, 0.8, 0.5, 0.3, 0.1, 20, 980)
     assert guidance.timestep_bounds(0) == (int(table[0]),) * 2 and guidance.timestep_bounds(60) == (int(table[50]),) * 2
     assert guidance.timestep_bounds(5000) == (int(table[-1]),) * 2
-    prior, _, out, _ = run(cfg, step=60)
+    prior, _, out, _ = run(cfg, step=60, max_steps=1000)
     assert (prior.records[0][1] == int(table[50])).all() and out["t_lo"].item() == out["t_hi"].item() == int(table[50])
 
 
 def test_scheduled_value_clip():
     """Debiased-SDS style: the bound moves 0.01 -> 0.05 over [0, 100]; at step 50 it is 0.03."""
-    cfg = GuidanceConfig(method="sds", scale=30.0, grad_clip=0.01, grad_clip_end=0.05, grad_clip_mode="value", anneal_start=0, anneal_end=100)
+    cfg = GuidanceConfig(method="sds", scale=30.0, grad_clip=0.01, grad_clip_end=0.05, grad_clip_mode="value", anneal_start_fraction=0.0,
+                         anneal_end_fraction=1.0)
     prior, _, _, _ = run(cfg, step=50)
     assert grad_of(prior).abs().max().item() == pytest.approx(0.03, rel=1e-5)
 

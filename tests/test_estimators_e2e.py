@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_sd
+from tiny_pipelines import build_tiny_sd
 
 from sds3d.cli import main
 
@@ -17,7 +17,8 @@ METHODS = ["nfsd", "csd", "ism", "sdi", "vsd", "cds"]
 def _fast(tmp_path, prior):
     return [f"out_dir={tmp_path}", f"prior.name_or_path={prior}", "trainer.max_steps=2", "trainer.progress=false",
             "render.resolution=16", "render.num_samples=8", "trainer.val_every=0", "orbit.frames=2",
-            "orbit.resolution=16", "export.resolution=16", "export.texture=vertex", "trainer.threads=1", "trainer.log_every=1"]
+            "orbit.resolution=16", "export.resolution=16", "export.texture=vertex", "trainer.threads=1", "trainer.log_every=1",
+            "name=a-red-cube"]
 
 
 def _run(capsys, *argv):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sds3d.runs import mark_complete
 from sds3d.sweep import RunJob, expand, load_sweep_file, plan_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +27,7 @@ def fake_train(job: RunJob) -> dict:
     (run_dir / "config.yaml").write_text(Path(job.config).read_text())
     with open(run_dir.parent / "calls.jsonl", "a") as f:
         f.write(json.dumps({"config": Path(job.config).name, "method": cfg.guidance.method, "overrides": job.overrides}) + "\n")
+    mark_complete(run_dir)
     return {"status": "done"}
 
 

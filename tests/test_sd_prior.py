@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SD_TEXT_LEN as TEXT_LEN
-from conftest import build_tiny_sd
+from tiny_pipelines import SD_TEXT_LEN as TEXT_LEN
+from tiny_pipelines import build_tiny_sd
 
 from sds3d.guidance import GuidanceConfig, PromptProcessor, SDSGuidance
 from sds3d.priors import PriorConfig, PriorError, download_command, load_prior, resolve_prior_path

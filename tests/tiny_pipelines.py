@@ -145,3 +145,42 @@ def build_tiny_toy_flow(folder: Path, seed: int = 0) -> Path:
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}))
     return folder
+
+
+SD_TEXT_LEN = 16  # tokenizer.model_max_length of the tiny SD pipeline (SD: 77)
+SD_LATENT = 8  # its UNet sample_size; the VAE halves once, so renders are resized to 16x16
+
+
+def build_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon", attention: bool = True) -> Path:
+    """A random-weight SD-layout pipeline (~2M parameters) saved into ``folder``; ``attention=False``: a UNet of
+    plain ResNet blocks (no attention projections, so nothing for a LoRA to adapt)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sds3d.toyworld.train_prior import build_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(SD_TEXT_LEN, folder.parent / f"{folder.name}-tokenizer-src")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=SD_TEXT_LEN, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=SD_LATENT, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D" if attention else "DownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn" if attention else None,
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8, sample_size=2 * SD_LATENT,
+    )
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, steps_offset=1, prediction_type=prediction_type)  # as in SD 1.x/2.x scheduler_config.json
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    return folder
