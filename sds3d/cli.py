@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="extract the mesh of a run again (other resolution or format)")
     e.add_argument("run_dir")
     e.add_argument("--resolution", type=int)
-    e.add_argument("--format", action="append", choices=["obj", "glb", "ply"])
+    e.add_argument("--format", action="append", choices=["obj", "glb", "ply", "splat_ply"])
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("render", help="render the orbit video of a run")

@@ -27,7 +27,7 @@ from .guidance import GuidanceConfig, check_guidance_config, guidance_class
 from .paths import slugify
 from .priors.config import PriorConfig, check_prior_config
 from .render import RenderConfig
-from .scene import SceneConfig, check_scene_config
+from .scene import SceneConfig, check_scene_config, check_scene_inputs, check_scene_run, foreign_keys
 
 
 class ConfigError(UserError):
@@ -182,16 +182,29 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
     return OmegaConf.merge(merged, _rename_keys(loaded, str(path)))
 
 
+def _own_keys(path: Path) -> set[str]:
+    """The dotted keys a config file sets itself (not through its ``defaults``), under their current names."""
+    loaded = OmegaConf.load(path)
+    loaded.pop("defaults", None)
+    return set(_all_keys(_rename_keys(loaded, str(path))))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Merge the defaults, a YAML file (over its own ``defaults``) and ``key=value`` overrides into a checked RunConfig.
 
+    The keys the file sets itself (not through its ``defaults``) and the overrides are the user's
+    choices: one that only the other scene kind reads is an error (``scene.check_scene_run``).
+
     Raises:
-        ConfigError: missing/unreadable file, unknown key (with the closest valid one), bad value.
+        ConfigError: missing/unreadable file, unknown key (with the closest valid one), bad value,
+            a setting of the other scene kind.
     """
     schema = OmegaConf.structured(RunConfig)
     cfg = schema
+    explicit: set[str] = set()
     if path is not None:
         cfg = _merge(cfg, _load_file(Path(path)), str(path))
+        explicit |= _own_keys(Path(path))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value (e.g. guidance.scale=7.5)")
@@ -206,17 +219,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             other = OmegaConf.create()
             OmegaConf.update(other, key, "", force_add=True)
         cfg = _merge(cfg, other, f"override {item!r}")
+        explicit.add(key)
     try:
         run = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid config: {str(e).splitlines()[0]}") from None
     check_config(run)
+    try:
+        check_scene_run(run, explicit)
+        check_scene_inputs(run.scene)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return run
 
 
 def to_yaml(cfg: RunConfig) -> str:
-    """The resolved config as YAML (saved as config.yaml in every run folder)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """The resolved config as YAML (saved as config.yaml in every run folder), without the settings
+    only the other scene kind reads: loaded again, they would count as set by the user."""
+    data = OmegaConf.to_container(OmegaConf.structured(cfg))
+    for key in foreign_keys(cfg.scene.kind):
+        *parents, leaf = key.split(".")
+        holder = data
+        for k in parents:
+            holder = holder[k]
+        del holder[leaf]
+    return OmegaConf.to_yaml(OmegaConf.create(data))
 
 
 def check_config(cfg: RunConfig) -> None:

@@ -141,6 +141,21 @@ def nearest_neighbour_scales(points: Tensor, k: int = 3) -> Tensor:
     return torch.from_numpy(np.sqrt(dist2)).to(points.dtype)
 
 
+def initial_points(cfg, generator: torch.Generator | None = None, seed: int = 0) -> tuple[Tensor, Tensor | None]:
+    """The points (and colours, or None) a run starts from: ``cfg.init_from``'s, else a random ball.
+
+    Args:
+        cfg: ``scene.config.GaussiansConfig`` (``init_from``, ``init_up_axis``, ``n_init``, ``init_radius``).
+        generator: for the ball; seed: for the surface samples of a mesh.
+    """
+    if cfg.init_from:
+        from ..export.mesh import world_to_file
+
+        to_world = None if cfg.init_up_axis == "z" else np.linalg.inv(world_to_file(cfg.init_up_axis))
+        return load_points(cfg.init_from, cfg.n_init, to_world, seed)
+    return random_ball(cfg.n_init, cfg.init_radius, generator), None
+
+
 def initial_gaussians(points: Tensor, colors: Tensor | None = None, opacity: float = INITIAL_OPACITY) -> InitialGaussians:
     """Isotropic Gaussians at ``points`` (3DGS / DreamGaussian): neighbour-distance scales, identity
     rotations, ``opacity``, the given colours or grey."""
