@@ -183,10 +183,11 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
 
 
 def _own_keys(path: Path) -> set[str]:
-    """The dotted keys a config file sets itself (not through its ``defaults``), under their current names."""
+    """The dotted leaf keys a config file sets itself (not through its ``defaults``), under their current names."""
     loaded = OmegaConf.load(path)
     loaded.pop("defaults", None)
-    return set(_all_keys(_rename_keys(loaded, str(path))))
+    keys = _all_keys(_rename_keys(loaded, str(path)))
+    return {k for k in keys if not any(other.startswith(k + ".") for other in keys)}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
