@@ -1,4 +1,4 @@
-"""Pure-PyTorch twin of ``gsplat.rasterization`` for the CPU (pinhole camera, classic mode, dense).
+"""Pure-PyTorch twin of ``gsplat.rasterization`` for the CPU (pinhole camera, classic mode).
 
 gsplat's rasteriser is CUDA-only (its kernels JIT-build on a GPU); this is the same maths written
 from the formulas, differentiable by autograd. Like gsplat it composites per tile (8 x 8 pixels)

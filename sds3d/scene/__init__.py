@@ -19,9 +19,10 @@ def build_scene(cfg, device: torch.device | str = "cpu") -> Scene:
     check_scene_config(cfg.scene)
     torch.manual_seed(cfg.seed)
     if cfg.scene.kind == "gaussians":
-        from .gaussians import GaussianScene
+        from .gaussians import GaussianScene, view_pixel_size
 
-        return GaussianScene(cfg.scene.gaussians, cfg.background, cfg.render, device, seed=cfg.seed)
+        return GaussianScene(cfg.scene.gaussians, cfg.background, cfg.render, device, seed=cfg.seed,
+                             view_pixel=view_pixel_size(cfg.camera, cfg.render.resolution))
     from .nerf import NeRFScene
 
     return NeRFScene(cfg.field, cfg.background, cfg.render, device)

@@ -27,6 +27,8 @@ The field contract of export and evaluation (``density``, ``albedo``, ``bound``)
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -34,12 +36,18 @@ from ..cameras import get_rays
 from ..export.splat_ply import SH_C0, Splats
 from ..fields.background import Background
 from ..render import RenderConfig, light_directions, shade
-from ..render.splat import camera_facing_normals, cameras_to_gsplat, rasterize_gaussians
+from ..render.splat import EPS2D, camera_facing_normals, cameras_to_gsplat, rasterize_gaussians
 from . import gaussians_field
 from .base import Scene
 from .config import GaussiansConfig
 from .gaussians_density import BoundedStrategy, check_gaussian_budget, optimizer_views
 from .gaussians_init import initial_gaussians, initial_points
+
+
+def view_pixel_size(camera_cfg, resolution: int) -> float:
+    """World size of one pixel at the look-at point of the mean training camera: 2 d tan(fov / 2) / res."""
+    distance, fov = sum(camera_cfg.distance) / 2, sum(camera_cfg.fov_y_deg) / 2
+    return 2.0 * distance * math.tan(math.radians(fov) / 2) / resolution
 
 
 def spherical_harmonics(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
@@ -56,10 +64,13 @@ class GaussianScene(Scene):
     """N Gaussians (at most ``cfg.max_gaussians``) and a background, rendered by splatting."""
 
     def __init__(self, cfg: GaussiansConfig, background_cfg, render_cfg: RenderConfig, device: torch.device | str = "cpu",
-                 seed: int = 0):
+                 seed: int = 0, view_pixel: float = 0.0):
+        """``view_pixel``: the world size of a training pixel at the object (``view_pixel_size``), by
+        which the export volume is widened as the rasteriser widens footprints (``gaussians_field``)."""
         super().__init__()
         device = torch.device(device)
         self.cfg, self.render_cfg, self.bound = cfg, render_cfg, float(cfg.bound)
+        self.view_pixel = float(view_pixel)
         points, colours = initial_points(cfg, seed=seed)
         init = initial_gaussians(points, colours, cfg.init_opacity)
         check_gaussian_budget(len(init), cfg.max_gaussians)
@@ -164,7 +175,8 @@ class GaussianScene(Scene):
             p = self.params
             rgb = (SH_C0 * p["sh0"][:, 0] + 0.5).clamp(0.0, 1.0)
             self._grid = gaussians_field.VolumeGrid.splat(p["means"], p["quats"], p["scales"].exp(), p["opacities"].sigmoid(),
-                                                          rgb, self.bound, self.cfg.field_resolution)
+                                                          rgb, self.bound, self.cfg.field_resolution,
+                                                          dilation=math.sqrt(EPS2D) * self.view_pixel)
             self._grid_key = key
         return self._grid
 

@@ -18,9 +18,12 @@ albedo(x) = sum_i sigma_i(x) c_i / sum_i sigma_i(x) (grey 0.5 where no Gaussian 
 Export asks for millions of points (a texture bakes each texel from 32 samples along its normal),
 and every point lies within reach of tens to hundreds of overlapping Gaussians, so the field is
 computed once on a grid of vertices over [-bound, bound]^3 (``VolumeGrid``) and read by trilinear
-interpolation (``torch.nn.functional.grid_sample``). To be resolved by the grid, each Gaussian is
-widened by half the grid spacing h (Sigma_i + (h/2)^2 I, its face-on optical depth kept: the 3D
-counterpart of the rasteriser's 0.3 px dilation). Each kernel is cut off outside the ellipsoid of
+interpolation (``torch.nn.functional.grid_sample``). Each Gaussian is widened, its face-on optical
+depth kept (Sigma_i + delta^2 I, peak tau_i / (sqrt(2 pi) sqrt(s_i^2 + delta^2))), by
+delta^2 = (h/2)^2 + eps2d p^2: half the grid spacing h, so the grid resolves it, and the
+rasteriser's own dilation of every footprint by eps2d = 0.3 px^2 (3DGS's low-pass filter), in world
+units at the training views (p: a pixel's size at the object), so the volume is as wide as the
+renders the prior saw (a Gaussian of 0.5 px, common at 32^2, renders 1.4 times wider). Each kernel is cut off outside the ellipsoid of
 Mahalanobis radius 3.33 (gsplat's screen-space extent) and splatted onto the vertices of its
 bounding box only, so building costs the Gaussian-vertex pairs within reach, not Gaussians x
 vertices. Written here because gsplat has no volume query (its rasteriser works in screen space)
@@ -83,15 +86,15 @@ class VolumeGrid:
     @classmethod
     @torch.no_grad()
     def splat(cls, means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, bound: float,
-              resolution: int) -> "VolumeGrid":
-        """The grid of N Gaussians (dilated by half the spacing, module docstring).
+              resolution: int, dilation: float = 0.0) -> "VolumeGrid":
+        """The grid of N Gaussians, widened by ``dilation`` and half the spacing (module docstring).
 
         Each Gaussian is evaluated on the lattice of vertices in its box of half-side ``reach``;
         Gaussians whose boxes have the same (rounded) lattice size are evaluated together by
         broadcasting, and the values are scatter-added into the grid.
         """
         R, h = int(resolution), 2.0 * bound / int(resolution)
-        V = gaussian_volume(means, quats, scales, opacities, colors, dilation=0.5 * h)
+        V = gaussian_volume(means, quats, scales, opacities, colors, dilation=math.hypot(0.5 * h, dilation))
         D = colors.shape[-1]
         acc = means.new_zeros((R + 1) ** 3, 1 + D)
         lo = torch.ceil((V.means - V.reach[:, None] + bound) / h).long()
