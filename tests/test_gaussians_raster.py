@@ -222,6 +222,16 @@ def test_tile_lists_hold_exactly_the_gaussians_whose_box_touches_the_tile():
     assert u[1].tolist() == [8.5 + k for k in range(8)] and v[2].tolist() == [0.5 + k for k in range(8)]
 
 
+@pytest.mark.parametrize("tile_size", [0, 8, None])
+def test_nothing_visible_renders_the_background(tile_size):
+    _, viewmats, Ks = views([0.0], [0.0], 2.5, 40.0, 16)
+    behind = one([4.0, 0.0, 0.0], [0.1] * 3, 0.9, [1.0, 0.0, 0.0])  # behind the camera on +x
+    out, alpha, meta = _splat_torch.rasterization(*behind, viewmats, Ks, 16, 16, tile_size=tile_size,
+                                                  backgrounds=torch.tensor([[0.2, 0.4, 0.6]], dtype=torch.float64))
+    assert int(meta["radii"].sum()) == 0 and torch.equal(alpha, torch.zeros_like(alpha))
+    assert torch.equal(out, torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64).expand_as(out))
+
+
 def _stack_on_centre_ray(n: int, opacity: float = 0.95):
     """n identical footprints on the centre ray at increasing depth, colours one-hot by index mod 3."""
     xs = 0.6 - 0.2 * torch.arange(n, dtype=torch.float64)

@@ -245,7 +245,7 @@ def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
 
     s_means2d, s_conics, s_opacities, s_features = take(means2d), take(conics), take(s_opacities), take(features)
     B, P = len(cameras), u.shape[1] * v.shape[1]
-    K = gaussian_chunk or max(1, CHUNK_ELEMENTS // (B * P))
+    K = gaussian_chunk or max(1, CHUNK_ELEMENTS // max(1, B * P))
     acc = means.new_zeros(B, P, F)
     acc_alpha = means.new_zeros(B, P)
     T = means.new_ones(B, P)

@@ -15,9 +15,9 @@ What the field does:
 
 What sds3d picks: radius 0.5, because sds3d's frame is DreamGaussian's (scene box [-1, 1]^3,
 cameras at distance 2.5 looking at the origin; the toy world's objects reach r = 0.5-0.7), and
-``DEFAULT_NUM_POINTS`` = 1000 for the CPU. The CPU rasteriser is dense, its time per step is
-linear in Gaussians x pixels (``scripts/bench_splat.py``, one thread, forward+backward: 0.06 s
-at 1k and 32^2, 0.26 s at 5k), and at the toy prior's 32^2 the median initial scale of 1000
+``DEFAULT_NUM_POINTS`` = 1000 for the CPU. The CPU rasteriser's time per step grows with the
+Gaussians times the pixels they cover (``scripts/bench_splat.py``, one thread, forward+backward
+of the initial ball: 0.044 s at 1k and 32^2, 0.15 s at 5k), and at the toy prior's 32^2 the median initial scale of 1000
 points is already ~1 px (0.061 world units; 5000 points: 0.035, 0.6 px, below what a 32^2 image
 resolves beyond the 0.3 px^2 dilation). Densification adds Gaussians where the image gradient
 asks for them. DreamGaussian's 5000 suit its 128-512 px GPU renders. Grey 0.5 and opacity 0.1
