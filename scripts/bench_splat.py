@@ -1,5 +1,9 @@
 """The CPU rasteriser's cost law: seconds per forward+backward vs Gaussian count and resolution.
 
+The rasteriser as runs use it (``render.splat.rasterize_gaussians``: the twin composites per 8x8
+tile, or densely when that is fewer pairs; ``_splat_torch.rasterization(..., tile_size=0)`` is
+the dense composite alone).
+
 Gaussians as a run starts them (``scene.gaussians_init``: a ball of radius 0.5, neighbour-distance
 scales, opacity 0.1), one view from the training camera distribution, the loss on every output
 (rgb, alpha, depth, normals), on one thread unless told otherwise. Prints medians of the process

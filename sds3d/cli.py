@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", metavar="key=value",
                    help="export settings, e.g. export.target_faces=5000 export.texture_size=1024")
     e.add_argument("--resolution", type=int, help="density grid samples per axis (default: the run's export.resolution)")
-    e.add_argument("--format", action="append", choices=["obj", "glb", "ply"],
+    e.add_argument("--format", action="append", choices=["obj", "glb", "ply", "splat_ply"],
                    help="a file format to write; repeat for several (default: the run's export.formats)")
     e.set_defaults(func=cmd_export)
 

@@ -30,7 +30,7 @@ from .guidance import GuidanceConfig, check_guidance_config, guidance_class
 from .paths import slugify
 from .priors.config import PriorConfig, check_prior_config
 from .render import RenderConfig
-from .scene import SceneConfig, check_scene_config
+from .scene import SceneConfig, check_scene_config, check_scene_inputs, check_scene_run, foreign_keys
 
 
 class ConfigError(UserError):
@@ -298,18 +298,31 @@ def _override_value(schema: DictConfig, key: str, text: str, item: str):
                           f"e.g. {key}=1.5, {key}=[1, 2] or {key}=\'\"some text\"\'") from None
 
 
+def _own_keys(path: Path) -> set[str]:
+    """The dotted leaf keys a config file sets itself (not through its ``defaults``), under their current names."""
+    loaded = OmegaConf.load(path)
+    loaded.pop("defaults", None)
+    keys = _all_keys(_rename_keys(loaded, str(path)))
+    return {k for k in keys if not any(other.startswith(k + ".") for other in keys)}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Merge the defaults, a YAML file (over its own ``defaults``) and ``key=value`` overrides into a checked RunConfig.
 
     Interpolation (``${...}``) works inside config files; override values are taken literally.
+    The keys the file sets itself (not through its ``defaults``) and the overrides are the user's
+    choices: one that only the other scene kind reads is an error (``scene.check_scene_run``).
 
     Raises:
-        ConfigError: missing/unreadable/empty file, unknown key (with the closest valid one), bad value.
+        ConfigError: missing/unreadable/empty file, unknown key (with the closest valid one), bad value,
+            a setting of the other scene kind.
     """
     schema = OmegaConf.structured(RunConfig)
     cfg = schema
+    explicit: set[str] = set()
     if path is not None:
         cfg = _merge(cfg, _load_file(Path(path)), str(path))
+        explicit |= _own_keys(Path(path))
     given, step_overrides = [], []
     for item in overrides or []:
         if "=" not in item:
@@ -323,8 +336,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             key = RENAMED_KEYS[key]
         if key in STEP_KEYS:  # a step count of this run: converted once max_steps is final
             step_overrides.append((key, text, item))
+            explicit.add(STEP_KEYS[key])
             continue
         given.append((_nested(key, _override_value(schema, key, text, item)), item))
+        explicit.add(key)
     if given:
         try:  # one merge of them all (each merge copies the whole config)
             cfg = OmegaConf.merge(cfg, *(node for node, _ in given))
@@ -342,6 +357,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except (OmegaConfBaseException, TypeError, ValueError) as e:
         raise ConfigError(f"invalid config: {' '.join(str(e).split())[:200]}") from None
     check_config(run)
+    try:
+        check_scene_run(run, explicit)
+        check_scene_inputs(run.scene)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return run
 
 
@@ -353,8 +373,17 @@ def _nested(key: str, value) -> DictConfig:
 
 
 def to_yaml(cfg: RunConfig) -> str:
-    """The resolved config as YAML (saved as config.yaml in every run folder); reloads to ``cfg``, text kept literally."""
-    return OmegaConf.to_yaml(OmegaConf.create(literal(dataclasses.asdict(cfg))))
+    """The resolved config as YAML (saved as config.yaml in every run folder); reloads to ``cfg``, text kept
+    literally, without the settings only the other scene kind reads (loaded again, they would count as
+    set by the user)."""
+    data = literal(dataclasses.asdict(cfg))
+    for key in foreign_keys(cfg.scene.kind):
+        *parents, leaf = key.split(".")
+        holder = data
+        for k in parents:
+            holder = holder[k]
+        del holder[leaf]
+    return OmegaConf.to_yaml(OmegaConf.create(data))
 
 
 def check_config(cfg: RunConfig) -> None:

@@ -230,12 +230,25 @@ def finish(cfg: RunConfig, run_dir: Path, scene, timings: dict | None = None, st
         if metrics is not None:
             runs.update_summary(run_dir, {"eval": metrics})
         timings.update(orbit=t1 - t0, export=t2 - t1, eval=time.perf_counter() - t2)
-        summary = runs.update_summary(run_dir, {"timings": {k: round(v, 3) for k, v in timings.items()}, "status": "done"},
-                                      drop=("error",))
+        summary = runs.update_summary(run_dir, {"timings": {k: round(v, 3) for k, v in timings.items()}, "status": "done",
+                                                "peak_rss_mib": peak_rss_mib()}, drop=("error",))
     finally:
         write_run_report(run_dir)
     runs.mark_complete(run_dir)
     return summary
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far, MiB (a run's own when it had the process to itself,
+    as in ``sds3d run`` or a sweep with ``--jobs`` > 1); None where getrusage is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    import sys
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024.0 if sys.platform == "darwin" else 1.0)  # macOS: bytes
+    return round(kib / 1024.0, 1)
 
 
 def _orbit_cameras(cfg: RunConfig, n: int):

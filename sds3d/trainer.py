@@ -121,10 +121,15 @@ def train(cfg: RunConfig, scene, guidance, prompts, state: TrainState, hooks: Tr
     t_start = time.time() - state.elapsed_s
     while state.step < end and not hooks.should_stop():
         step = state.step
-        # Per-step schedules: learning rates, then the scene's own (VolSDF beta, occupancy grid) and the guidance's.
+        # Per-step schedules: learning rates (a group's own decay, else the trainer's), then the
+        # scene's own (VolSDF beta, occupancy grid) and the guidance's.
         factor = lr_factor(step, t.max_steps, t.lr_schedule, t.lr_end_factor)
         for group in state.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * (factor if group.get("scheduled", True) else 1.0)
+            own = group.get("lr_schedule")
+            if own is not None:
+                group["lr"] = group["base_lr"] * lr_factor(step, own["steps"] or t.max_steps, own["kind"], own["end_factor"])
+            else:
+                group["lr"] = group["base_lr"] * (factor if group.get("scheduled", True) else 1.0)
         scene.update_step(step, t.max_steps)
         guidance.update_step(step, t.max_steps)
 
@@ -145,12 +150,14 @@ def train(cfg: RunConfig, scene, guidance, prompts, state: TrainState, hooks: Tr
         state.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         if finite:
+            scene.before_backward(step, out)
             loss.backward()
             peaks = [torch.linalg.vector_norm(p.grad, float("inf")) for g in state.optimizer.param_groups
                      for p in g["params"] if p.grad is not None]  # max |grad| per tensor; NaN if any entry is
             finite = all(bool(torch.isfinite(m)) for m in peaks) and any(bool(m > 0) for m in peaks)
         if finite:
             state.optimizer.step()
+            scene.after_optimizer_step(step, state.optimizer)  # may replace parameters (densification)
             state.recent_losses = (state.recent_losses + [losses["loss_sds"].item()])[-LOSS_WINDOW:]
         else:
             state.skipped_steps += 1
@@ -162,6 +169,7 @@ def train(cfg: RunConfig, scene, guidance, prompts, state: TrainState, hooks: Tr
             record = {"step": state.step, "loss": loss.item() if finite else None, "skipped_steps": state.skipped_steps,
                       "shading": shading, "lr": state.optimizer.param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 3)}
             record.update({k: v.item() for k, v in losses.items() if v.numel() == 1 and math.isfinite(v.item())})
+            record.update(scene.stats())
             hooks.log(record)
         hooks.progress(state)
         if t.val_every and state.step % t.val_every == 0:

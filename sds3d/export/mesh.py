@@ -22,6 +22,7 @@ from . import cleanup, files
 from . import texture as texture_mod
 from .colour import rendered_albedo
 from .query import field_device, query_field
+from .splat_ply import transform_splats, write_splat_ply
 from .visibility import visibility_depth
 
 
@@ -29,7 +30,7 @@ SURFACES = ("visibility", "density")
 ALBEDOS = ("rendered", "surface")
 UP_AXES = ("y", "z")
 TEXTURE_MODES = ("auto", "uv", "vertex")
-FORMATS = ("obj", "glb", "ply")
+FORMATS = ("obj", "glb", "ply", "splat_ply")
 
 
 class ExportError(UserError):
@@ -77,7 +78,8 @@ class ExportConfig:
         texture_size: albedo texture width = height in pixels.
         fidelity: after the export, render the mesh file from the validation cameras and compare it
             with the scene's renders (``fidelity.mesh_fidelity``: summary.json, renders/fidelity.png).
-        formats: files to write, any of ``obj``, ``glb``, ``ply``.
+        formats: files to write, any of ``obj``, ``glb``, ``ply`` (the mesh) and ``splat_ply`` (the
+            3D Gaussians themselves, as the 3DGS ``.ply`` splat viewers open; ``scene.kind=gaussians``).
         chunk_size: points per field query.
     """
 
@@ -346,10 +348,11 @@ def texture_mode(cfg: ExportConfig, field) -> str:
 def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None = None) -> dict:
     """Write the mesh files into ``out_dir`` (a run's ``mesh/`` folder).
 
-    Writes ``mesh.obj`` + ``mesh.mtl`` (+ ``albedo.png`` when textured), ``mesh.glb``, ``mesh.ply``
-    as ``cfg.formats`` asks, in the frame of ``cfg.up_axis`` (``files``: colour space, materials,
-    seams), and ``mesh.json`` recording the world -> file transform, the iso level, the texture
-    mode and the clean-up (``sds3d.eval`` reads it).
+    Writes ``mesh.obj`` + ``mesh.mtl`` (+ ``albedo.png`` when textured), ``mesh.glb``, ``mesh.ply``,
+    ``splats.ply`` (the field's ``splats()``: its 3D Gaussians) as ``cfg.formats`` asks, in the
+    frame of ``cfg.up_axis`` (``files``: colour space, materials, seams), and ``mesh.json``
+    recording the world -> file transform, the iso level, the texture mode and the clean-up
+    (``sds3d.eval`` reads it).
 
     Args:
         mesh: world-frame mesh from ``extract_mesh`` (vertex colours).
@@ -358,7 +361,7 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
         cfg: export settings.
 
     Returns:
-        {"obj": path, "mtl": path, "texture": path, "glb": path, "ply": path, "meta": path}, only
+        {"obj": path, "mtl": path, "texture": path, "glb": path, "ply": path, "splat_ply": path, "meta": path}, only
         for the files written.
     """
     cfg = cfg or ExportConfig()
@@ -396,6 +399,10 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
             vertex_mesh.apply_transform(T)
             vertex_mesh.export(path, file_type="ply")
             paths["ply"] = path
+        elif fmt == "splat_ply":
+            if not hasattr(field, "splats"):
+                raise ExportError("export.formats=[..., splat_ply] writes 3D Gaussians; this scene has none (scene.kind=gaussians has)")
+            paths["splat_ply"] = write_splat_ply(mesh_dir / "splats.ply", transform_splats(field.splats(), T))
     meta = {
         "world_to_file": T.tolist(),
         "up_axis": cfg.up_axis,

@@ -43,6 +43,35 @@ class Splats:
     sh_rest: np.ndarray | None = None
 
 
+def transform_splats(splats: Splats, T: np.ndarray) -> Splats:
+    """The splats moved by the rotation ``T`` (4x4, e.g. ``export.mesh.world_to_file``): means
+    R mu, rotations R R_i (quaternion product q_R q_i), SH bands rotated so that each colour
+    seen along R d equals the colour seen along d before."""
+    from scipy.spatial.transform import Rotation
+
+    R = np.asarray(T, dtype=np.float64)[:3, :3]
+    q = np.asarray(splats.quats, dtype=np.float64)
+    rotated = (Rotation.from_matrix(R) * Rotation.from_quat(q[:, [1, 2, 3, 0]])).as_quat()  # xyzw
+    sh_rest = None if splats.sh_rest is None else np.einsum("jk,nkc->njc", sh_rotation(R, splats.sh_rest.shape[1] + 1)[1:, 1:],
+                                                                  np.asarray(splats.sh_rest, dtype=np.float64))
+    return Splats(means=np.asarray(splats.means, dtype=np.float64) @ R.T, rgb=splats.rgb, opacities=splats.opacities,
+                  scales=splats.scales, quats=rotated[:, [3, 0, 1, 2]], sh_rest=sh_rest)
+
+
+def sh_rotation(R: np.ndarray, n_bases: int, n_dirs: int = 64) -> np.ndarray:
+    """D (K, K) with Y(R d) D = Y(d) for the first K real SH bases (gsplat's basis): coefficients c
+    of a colour become D c. Solved by least squares on random directions (exact: rotations map
+    each band onto itself)."""
+    import torch
+    from gsplat.cuda._torch_impl import _eval_sh_bases_fast
+
+    d = np.random.default_rng(0).normal(size=(n_dirs, 3))
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    Y = _eval_sh_bases_fast(n_bases, torch.from_numpy(d)).numpy()
+    Y_rotated = _eval_sh_bases_fast(n_bases, torch.from_numpy(d @ R.T)).numpy()
+    return np.linalg.lstsq(Y_rotated, Y, rcond=None)[0]
+
+
 def splat_properties(sh_degree: int = 0) -> list[str]:
     """The vertex property names in file order for ``sh_degree``."""
     n_rest = 3 * ((sh_degree + 1) ** 2 - 1)

@@ -1,8 +1,10 @@
-"""Pure-PyTorch twin of ``gsplat.rasterization`` for the CPU (pinhole camera, classic mode, dense).
+"""Pure-PyTorch twin of ``gsplat.rasterization`` for the CPU (pinhole camera, classic mode).
 
 gsplat's rasteriser is CUDA-only (its kernels JIT-build on a GPU); this is the same maths written
-from the formulas, differentiable by autograd, dense over pixels x Gaussians (fine at SDS
-resolutions, 32-64 px). It takes gsplat's arguments and returns gsplat's outputs and ``meta``
+from the formulas, differentiable by autograd. Like gsplat it composites per tile (8 x 8 pixels)
+only the Gaussians whose box touches the tile (``_tile_lists``), as padded batches of depth-sorted
+lists, or densely (every visible Gaussian at every pixel) when that is fewer pairs; both give
+the same image. It takes gsplat's arguments and returns gsplat's outputs and ``meta``
 keys (``means2d``, ``radii``, ``width``, ...), so gsplat's densification strategy runs on it.
 Conventions are gsplat's: quaternions wxyz, viewmats OpenCV world-to-camera (x right, y down,
 z forward), pixel (col u, row v) centres at (u + 0.5, v + 0.5).
@@ -48,6 +50,7 @@ EXTENT_MAX = 3.33  # gsplat's box half-side in standard deviations
 # cache-sized chunks ran fastest despite the recomputation (at 64^2 with 1k-5k Gaussians on one
 # thread, chunks of 2^18-2^20 elements were 1.3-1.6x faster than 2^22).
 CHUNK_ELEMENTS = 1 << 19
+TILE_SIZE = 8  # pixels per tile side (gsplat's kernels use 16 on a GPU)
 
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:
@@ -111,22 +114,25 @@ def project(means: Tensor, covars: Tensor, viewmats: Tensor, Ks: Tensor, width: 
 
 def _composite_chunk(u: Tensor, v: Tensor, means2d: Tensor, conics: Tensor, opacities: Tensor, features: Tensor,
                      T: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Composite K depth-sorted Gaussians over the H x W pixels of C cameras, after the chunks in front.
+    """Composite K depth-sorted Gaussians over the H x W pixels of B images, after the chunks in front.
+
+    An image is a camera's (dense) or one tile of a camera's (tiled).
 
     Args:
-        u: (W,) and v: (H,) pixel-centre coordinates. means2d (C, K, 2), conics (C, K, 3),
-        opacities (C, K) (0 for culled Gaussians), features (C, K, F). T: (C, H*W) transmittance
-        in front of this chunk, counting every Gaussian in front (also the ones termination left
-        out: T only falls, so "T after this Gaussian <= 1e-4" marks a Gaussian and all behind it).
+        u: (B, W) and v: (B, H) pixel-centre coordinates. means2d (B, K, 2), conics (B, K, 3),
+        opacities (B, K) (0 for culled Gaussians and padding), features (B, K, F). T: (B, H*W)
+        transmittance in front of this chunk, counting every Gaussian in front (also the ones
+        termination left out: T only falls, so "T after this Gaussian <= 1e-4" marks a Gaussian
+        and all behind it).
 
     Returns:
-        sum_i w_i f_i (C, H*W, F), sum_i w_i (C, H*W), T behind this chunk (C, H*W).
+        sum_i w_i f_i (B, H*W, F), sum_i w_i (B, H*W), T behind this chunk (B, H*W).
     """
     C, K = opacities.shape
     # The pixels form a grid, so the quadratic form separates into per-column and per-row
     # factors: 1/2 (a dx^2 + c dy^2) + b dx dy, only the cross term needs the full (H, W) grid.
-    dx = u[None, :, None] - means2d[:, None, :, 0]  # (C, W, K)
-    dy = v[None, :, None] - means2d[:, None, :, 1]  # (C, H, K)
+    dx = u[:, :, None] - means2d[:, None, :, 0]  # (B, W, K)
+    dy = v[:, :, None] - means2d[:, None, :, 1]  # (B, H, K)
     a, b, c = conics[:, None, :, 0], conics[:, None, :, 1], conics[:, None, :, 2]
     power = torch.addcmul((0.5 * c * dy * dy)[:, :, None] + (0.5 * a * dx * dx)[:, None], (b * dy)[:, :, None], dx[:, None])
     power = power.reshape(C, -1, K)  # (C, H*W, K)
@@ -140,10 +146,55 @@ def _composite_chunk(u: Tensor, v: Tensor, means2d: Tensor, conics: Tensor, opac
     return torch.bmm(w, features), w.sum(-1), T_after[..., -1]
 
 
+def _tile_lists(radii: Tensor, means2d: Tensor, visible: Tensor, order: Tensor, width: int, height: int,
+                tile_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Per camera and tile of ``tile_size``^2 pixels, the visible Gaussians whose box touches it, front to back.
+
+    A Gaussian's box (its ``radii`` about its 2D mean) holds every pixel centre where its alpha
+    reaches 1/255 (``project``: with k^2 = 2 ln(255 o), d^T Sigma^-1 d >= dx^2 / Sigma_xx > k^2
+    outside it), so a tile composites only those; the rest would add alpha 0 (gsplat's tile
+    intersection, ``isect_tiles``).
+
+    Returns:
+        images (B,): the non-empty (camera, tile) pairs as camera * tiles + tile; cameras (B,);
+        index (B, L): each image's Gaussians in depth order, padded with N; u (B, tile_size),
+        v (B, tile_size): the tile's pixel-centre coordinates.
+    """
+    C, N = visible.shape
+    tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    m, r = means2d.detach(), radii.to(means2d.dtype)
+    x0, x1 = (torch.floor((m[..., 0] + sign * r[..., 0]) / tile_size).long().clamp(0, tw - 1) for sign in (-1, 1))
+    y0, y1 = (torch.floor((m[..., 1] + sign * r[..., 1]) / tile_size).long().clamp(0, th - 1) for sign in (-1, 1))
+    rank = torch.full((C, N), N, dtype=torch.long, device=m.device)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=m.device).expand_as(order))
+    cam, gid = visible.nonzero(as_tuple=True)
+    nx, ny = (x1 - x0 + 1)[cam, gid], (y1 - y0 + 1)[cam, gid]
+    counts = nx * ny
+    pc, pg = torch.repeat_interleave(cam, counts), torch.repeat_interleave(gid, counts)
+    local = torch.arange(int(counts.sum()), device=m.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    nxr = torch.repeat_interleave(nx, counts)
+    tile = (y0[pc, pg] + local // nxr) * tw + x0[pc, pg] + local % nxr
+    key, perm = torch.sort((pc * (tw * th) + tile) * (N + 1) + rank[pc, pg])
+    image = key // (N + 1)
+    per_image = torch.bincount(image, minlength=C * tw * th)
+    images = per_image.nonzero().squeeze(-1)
+    slot = torch.full((C * tw * th,), -1, dtype=torch.long, device=m.device)
+    slot[images] = torch.arange(len(images), device=m.device)
+    pos = torch.arange(len(image), device=m.device) - (per_image.cumsum(0) - per_image)[image]
+    index = torch.full((len(images), int(per_image.max()) if len(image) else 0), N, dtype=torch.long, device=m.device)
+    index[slot[image], pos] = pg[perm]
+    t = images % (tw * th)
+    offsets = torch.arange(tile_size, dtype=m.dtype, device=m.device) + 0.5
+    u = ((t % tw) * tile_size)[:, None].to(m.dtype) + offsets
+    v = ((t // tw) * tile_size)[:, None].to(m.dtype) + offsets
+    return images, images // (tw * th), index, u, v
+
+
 def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmats: Tensor,
                   Ks: Tensor, width: int, height: int, near_plane: float = 0.01, far_plane: float = 1e10,
                   radius_clip: float = 0.0, eps2d: float = 0.3, backgrounds: Tensor | None = None,
-                  render_mode: str = "RGB", gaussian_chunk: int | None = None) -> tuple[Tensor, Tensor, dict]:
+                  render_mode: str = "RGB", gaussian_chunk: int | None = None,
+                  tile_size: int | None = None) -> tuple[Tensor, Tensor, dict]:
     """gsplat.rasterization's pinhole, classic, non-packed path, without SH (colours given).
 
     Args:
@@ -151,6 +202,10 @@ def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
         colors (N, D) or (C, N, D); viewmats (C, 4, 4) OpenCV world-to-camera; Ks (C, 3, 3).
         backgrounds: (C, D) or None (black). render_mode: "RGB" or "RGB+D".
         gaussian_chunk: Gaussians per compositing chunk; default from ``CHUNK_ELEMENTS``.
+        tile_size: composite per tile of this many pixels squared, only the Gaussians that touch
+            it (``_tile_lists``), or 0: every visible Gaussian at every pixel (dense); None: tiles
+            of ``TILE_SIZE`` when that is fewer pixel x Gaussian pairs (the same image either way,
+            up to float rounding).
 
     Returns:
         render_colors (C, H, W, D [+1]), render_alphas (C, H, W, 1), meta (gsplat's keys:
@@ -167,22 +222,35 @@ def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
     # Front-to-back order per camera; culled Gaussians sort last and are cut off.
     key = torch.where(visible, depths.detach(), torch.full_like(depths, math.inf))
     order = torch.sort(key, dim=-1, stable=True).indices[:, : int(visible.sum(-1).max())]
+    s_opacities = torch.where(visible, opacities[None].expand(C, N), 0.0)  # culled: no alpha
+    dtype, device = means.dtype, means.device
+    F = features.shape[-1]
+    tiles = None
+    if tile_size != 0:
+        tiles = _tile_lists(radii, means2d, visible, order, width, height, tile_size or TILE_SIZE)
+        ts = tile_size or TILE_SIZE
+        if tile_size is None and tiles[2].numel() * ts * ts >= order.numel() * width * height:
+            tiles = None  # dense is fewer pairs (large Gaussians on a small image)
+    if tiles is not None:
+        images, cameras, index, u, v = tiles
+    else:
+        cameras, index = torch.arange(C, device=device), order
+        u = (torch.arange(width, dtype=dtype, device=device) + 0.5).expand(C, width)
+        v = (torch.arange(height, dtype=dtype, device=device) + 0.5).expand(C, height)
 
     def take(x: Tensor) -> Tensor:
-        return x.gather(1, order.reshape(*order.shape, *([1] * (x.dim() - 2))).expand(*order.shape, *x.shape[2:]))
+        """Per image, the rows ``index`` of its camera's (C, N, ...) tensor; index N is a zero row (padding)."""
+        x = torch.cat([x, x.new_zeros(C, 1, *x.shape[2:])], dim=1)
+        return x.reshape(C * (N + 1), *x.shape[2:])[cameras[:, None] * (N + 1) + index]
 
-    s_means2d, s_conics, s_features = take(means2d), take(conics), take(features)
-    s_opacities = torch.where(take(visible), take(opacities[None].expand(C, N)), 0.0)  # culled: no alpha
-    dtype, device = means.dtype, means.device
-    u = torch.arange(width, dtype=dtype, device=device) + 0.5
-    v = torch.arange(height, dtype=dtype, device=device) + 0.5
-    P, F = width * height, features.shape[-1]
-    K = gaussian_chunk or max(1, CHUNK_ELEMENTS // (C * P))
-    acc = means.new_zeros(C, P, F)
-    acc_alpha = means.new_zeros(C, P)
-    T = means.new_ones(C, P)
-    n_chunks = math.ceil(order.shape[1] / K)
-    for i in range(0, order.shape[1], K):
+    s_means2d, s_conics, s_opacities, s_features = take(means2d), take(conics), take(s_opacities), take(features)
+    B, P = len(cameras), u.shape[1] * v.shape[1]
+    K = gaussian_chunk or max(1, CHUNK_ELEMENTS // max(1, B * P))
+    acc = means.new_zeros(B, P, F)
+    acc_alpha = means.new_zeros(B, P)
+    T = means.new_ones(B, P)
+    n_chunks = math.ceil(index.shape[1] / K)
+    for i in range(0, index.shape[1], K):
         args = (u, v, s_means2d[:, i : i + K], s_conics[:, i : i + K], s_opacities[:, i : i + K],
                 s_features[:, i : i + K], T)
         if torch.is_grad_enabled() and n_chunks > 1:
@@ -190,6 +258,15 @@ def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
         else:
             part, part_alpha, T = _composite_chunk(*args)
         acc, acc_alpha = acc + part, acc_alpha + part_alpha
+    if tiles is not None:  # tiles back into images (empty tiles: nothing drawn)
+        tw, th = math.ceil(width / ts), math.ceil(height / ts)
+
+        def untile(x: Tensor) -> Tensor:
+            x = x.new_zeros(C * tw * th, *x.shape[1:]).index_put((images,), x)
+            x = x.reshape(C, th, tw, ts, ts, -1).permute(0, 1, 3, 2, 4, 5)
+            return x.reshape(C, th * ts, tw * ts, -1)[:, :height, :width].reshape(C, height * width, -1)
+
+        acc, acc_alpha = untile(acc), untile(acc_alpha[..., None])[..., 0]
     if backgrounds is not None:
         bg = torch.cat([backgrounds, backgrounds.new_zeros(C, 1)], -1) if render_mode == "RGB+D" else backgrounds
         acc = acc + (1.0 - acc_alpha[..., None]) * bg[:, None, :]

@@ -24,6 +24,7 @@ from ..errors import UserError
 from . import _splat_torch
 
 BACKENDS = ("auto", "gsplat", "torch")
+EPS2D = 0.3  # px^2: the 3DGS rasteriser's dilation of every 2D covariance (gsplat's eps2d)
 
 
 class SplatBackendError(UserError):
@@ -85,7 +86,7 @@ def resolve_splat_backend(backend: str, device: torch.device) -> str:
 
 def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                         viewmats: Tensor, Ks: Tensor, width: int, height: int, backgrounds: Tensor | None = None,
-                        near_plane: float = 0.01, eps2d: float = 0.3, backend: str = "auto") -> dict:
+                        near_plane: float = 0.01, eps2d: float = EPS2D, backend: str = "auto") -> dict:
     """Render N Gaussians into C views.
 
     Args:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .base import Scene
-from .config import SCENE_KINDS, SceneConfig, SceneConfigError, check_scene_config
+from .config import (SCENE_KINDS, DensifyConfig, GaussiansConfig, SceneConfig, SceneConfigError, check_scene_config,
+                     check_scene_inputs, check_scene_run, foreign_keys)
 
 
 def build_scene(cfg, device: torch.device | str = "cpu") -> Scene:
@@ -17,6 +18,11 @@ def build_scene(cfg, device: torch.device | str = "cpu") -> Scene:
     """
     check_scene_config(cfg.scene)
     torch.manual_seed(cfg.seed)
+    if cfg.scene.kind == "gaussians":
+        from .gaussians import GaussianScene, view_pixel_size
+
+        return GaussianScene(cfg.scene.gaussians, cfg.background, cfg.render, device, seed=cfg.seed,
+                             view_pixel=view_pixel_size(cfg.camera, cfg.render.resolution), init_from=cfg.scene.init_from)
     from .nerf import NeRFScene
 
     sdf = None
@@ -29,4 +35,5 @@ def build_scene(cfg, device: torch.device | str = "cpu") -> Scene:
     return NeRFScene(cfg.field, cfg.background, cfg.render, device, init_sdf=sdf, frozen_beta=frozen_beta)
 
 
-__all__ = ["Scene", "SceneConfig", "SceneConfigError", "SCENE_KINDS", "build_scene", "check_scene_config"]
+__all__ = ["Scene", "SceneConfig", "GaussiansConfig", "DensifyConfig", "SceneConfigError", "SCENE_KINDS", "build_scene",
+           "check_scene_config", "check_scene_inputs", "check_scene_run", "foreign_keys"]

@@ -1,8 +1,9 @@
 """The Scene protocol: what the trainer, export and evaluation ask of a 3D representation.
 
 A scene is an ``nn.Module`` (its ``state_dict`` is everything a resume needs). The trainer
-optimises ``param_groups``, calls ``update_step`` before each step and ``render`` for the step's
-views; export and evaluation read the field contract (``bound``, ``density``, ``albedo``,
+optimises ``param_groups``, calls ``update_step`` before each step, ``render`` for the step's
+views, ``before_backward`` and ``after_optimizer_step`` around its optimiser step, and logs
+``stats``; export and evaluation read the field contract (``bound``, ``density``, ``albedo``,
 ``surface_density``) and render views. Guidance never sees a scene, only its images.
 """
 
@@ -21,10 +22,23 @@ class Scene(nn.Module, ABC):
 
     @abstractmethod
     def param_groups(self, trainer_cfg) -> list[dict]:
-        """Optimiser parameter groups, each ``{"params", "lr", "name"}`` with its own learning rate."""
+        """Optimiser parameter groups, each ``{"params", "lr", "name"}`` with its own learning rate, and
+        optionally ``"lr_schedule": {"kind", "end_factor", "steps"}``, a decay of its own
+        (``config.lr_factor`` over ``steps``, 0: the run) instead of the trainer's."""
 
     def update_step(self, step: int, max_steps: int) -> None:
         """Per-step schedules and state refreshes, before the step's render (default: none)."""
+
+    def before_backward(self, step: int, out: dict) -> None:
+        """Called with the step's render output just before ``loss.backward()`` (default: nothing)."""
+
+    def after_optimizer_step(self, step: int, optimizer) -> None:
+        """Called just after ``optimizer.step()`` (default: nothing). A scene that replaces its parameters
+        here (densification) replaces them in ``optimizer.param_groups`` too, in place."""
+
+    def stats(self) -> dict[str, float]:
+        """Numbers of the scene for the metrics record (e.g. the Gaussian count; default: none)."""
+        return {}
 
     @abstractmethod
     def render(self, cameras, shading: str = "albedo", **kwargs) -> dict[str, Tensor | None]:

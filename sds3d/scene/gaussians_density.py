@@ -41,7 +41,7 @@ class DensifyConfigError(UserError):
 def check_gaussian_budget(n_initial: int, max_gaussians: int) -> None:
     """Raise DensifyConfigError if the initial Gaussians already exceed ``max_gaussians``."""
     if max_gaussians < n_initial:
-        raise DensifyConfigError(f"scene.max_gaussians={max_gaussians} is below the initial count {n_initial}; "
+        raise DensifyConfigError(f"scene.gaussians.max_gaussians={max_gaussians} is below the initial count {n_initial}; "
                                  f"raise it or initialise fewer Gaussians")
 
 

@@ -15,9 +15,9 @@ What the field does:
 
 What sds3d picks: radius 0.5, because sds3d's frame is DreamGaussian's (scene box [-1, 1]^3,
 cameras at distance 2.5 looking at the origin; the toy world's objects reach r = 0.5-0.7), and
-``DEFAULT_NUM_POINTS`` = 1000 for the CPU. The CPU rasteriser is dense, its time per step is
-linear in Gaussians x pixels (``scripts/bench_splat.py``, one thread, forward+backward: 0.06 s
-at 1k and 32^2, 0.26 s at 5k), and at the toy prior's 32^2 the median initial scale of 1000
+``DEFAULT_NUM_POINTS`` = 1000 for the CPU. The CPU rasteriser's time per step grows with the
+Gaussians times the pixels they cover (``scripts/bench_splat.py``, one thread, forward+backward
+of the initial ball: 0.044 s at 1k and 32^2, 0.15 s at 5k), and at the toy prior's 32^2 the median initial scale of 1000
 points is already ~1 px (0.061 world units; 5000 points: 0.035, 0.6 px, below what a 32^2 image
 resolves beyond the 0.3 px^2 dilation). Densification adds Gaussians where the image gradient
 asks for them. DreamGaussian's 5000 suit its 128-512 px GPU renders. Grey 0.5 and opacity 0.1
@@ -139,6 +139,23 @@ def nearest_neighbour_scales(points: Tensor, k: int = 3) -> Tensor:
     dist, _ = cKDTree(points.double().numpy()).query(points.double().numpy(), k=k + 1)  # the first is the point itself
     dist2 = np.maximum((dist[:, 1:] ** 2).mean(axis=1), 1e-7)
     return torch.from_numpy(np.sqrt(dist2)).to(points.dtype)
+
+
+def initial_points(cfg, init_from: str = "", generator: torch.Generator | None = None,
+                   seed: int = 0) -> tuple[Tensor, Tensor | None]:
+    """The points (and colours, or None) a run starts from: ``init_from``'s (``scene.init_from``), else a random ball.
+
+    Args:
+        cfg: ``scene.config.GaussiansConfig`` (``init_up_axis``, ``n_init``, ``init_radius``).
+        init_from: a point cloud or mesh file, or "".
+        generator: for the ball; seed: for the surface samples of a mesh.
+    """
+    if init_from:
+        from ..export.mesh import world_to_file
+
+        to_world = None if cfg.init_up_axis == "z" else np.linalg.inv(world_to_file(cfg.init_up_axis))
+        return load_points(init_from, cfg.n_init, to_world, seed)
+    return random_ball(cfg.n_init, cfg.init_radius, generator), None
 
 
 def initial_gaussians(points: Tensor, colors: Tensor | None = None, opacity: float = INITIAL_OPACITY) -> InitialGaussians:

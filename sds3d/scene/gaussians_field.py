@@ -1,0 +1,133 @@
+"""3D Gaussians as a volume: density and albedo at world points, for mesh export and evaluation.
+
+Export (``export.mesh``: visibility solid, marching cubes, rendered colours, texture) and
+evaluation read a field whose density sigma they integrate along rays as an optical depth (NeRF's
+quadrature). The Gaussians give one:
+
+    sigma(x) = sum_i tau_i k_i(x) / (sqrt(2 pi) s_i),   k_i(x) = exp(-1/2 (x - mu_i)^T Sigma_i^-1 (x - mu_i)),
+
+with tau_i = -ln(1 - o_i) and s_i Gaussian i's shortest scale. The line integral of k_i along its
+shortest axis through mu_i is sqrt(2 pi) s_i, so that ray's optical depth is tau_i and its opacity
+1 - exp(-tau_i) = o_i: the splat's peak opacity seen face on (3DGS Eq. 2-3), and Gaussians in a row
+add optical depths as compositing multiplies transmittances. DreamGaussian's ``extract_fields``
+(Tang et al. 2024, ``gs_renderer.py``) sums o_i k_i(x), a dimensionless occupancy it thresholds at
+1; an optical density makes ``export.surface_opacity`` mean the same rendered opacity for Gaussians
+as for a NeRF. The albedo is the density-weighted mean colour,
+albedo(x) = sum_i sigma_i(x) c_i / sum_i sigma_i(x) (grey 0.5 where no Gaussian reaches).
+
+Export asks for millions of points (a texture bakes each texel from 32 samples along its normal),
+and every point lies within reach of tens to hundreds of overlapping Gaussians, so the field is
+computed once on a grid of vertices over [-bound, bound]^3 (``VolumeGrid``) and read by trilinear
+interpolation (``torch.nn.functional.grid_sample``). Each Gaussian is widened, its face-on optical
+depth kept (Sigma_i + delta^2 I, peak tau_i / (sqrt(2 pi) sqrt(s_i^2 + delta^2))), by
+delta^2 = (h/2)^2 + eps2d p^2: half the grid spacing h, so the grid resolves it, and the
+rasteriser's own dilation of every footprint by eps2d = 0.3 px^2 (3DGS's low-pass filter), in world
+units at the training views (p: a pixel's size at the object), so the volume is as wide as the
+renders the prior saw (a Gaussian of 0.5 px, common at 32^2, renders 1.4 times wider). Each kernel is cut off outside the ellipsoid of
+Mahalanobis radius 3.33 (gsplat's screen-space extent) and splatted onto the vertices of its
+bounding box only, so building costs the Gaussian-vertex pairs within reach, not Gaussians x
+vertices. Written here because gsplat has no volume query (its rasteriser works in screen space)
+and DreamGaussian's block loop assumes every Gaussian smaller than a block.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..render._splat_torch import ALPHA_MAX, quat_to_rotmat
+
+EXTENT = 3.33  # cut-off in standard deviations (gsplat's EXTENT_MAX)
+GREY = 0.5
+PAIRS_PER_PASS = 1 << 22  # Gaussian-vertex pairs evaluated at once (memory ~ 100 bytes each)
+
+
+@dataclass
+class GaussianVolume:
+    """N Gaussians ready to evaluate: means (N, 3), whitening W = R S^-1 (N, 3, 3) (so that
+    (x - mu)^T Sigma^-1 (x - mu) = |W^T (x - mu)|^2), peaks tau / (sqrt(2 pi) s_min) (N,),
+    colours (N, D), reach 3.33 s_max (N,)."""
+
+    means: Tensor
+    whitening: Tensor
+    peaks: Tensor
+    colors: Tensor
+    reach: Tensor
+
+
+def gaussian_volume(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+                    dilation: float = 0.0) -> GaussianVolume:
+    """The volume of Gaussians given as the rasteriser takes them (scales not log, opacities in
+    [0, 1]), each widened by ``dilation``: scales sqrt(s^2 + dilation^2) along its own axes."""
+    scales = torch.sqrt(scales * scales + dilation * dilation)
+    tau = -torch.log1p(-opacities.clamp(max=ALPHA_MAX))
+    peaks = tau / (math.sqrt(2.0 * math.pi) * scales.min(-1).values)
+    return GaussianVolume(means, quat_to_rotmat(quats) / scales[..., None, :], peaks, colors, EXTENT * scales.max(-1).values)
+
+
+def _lattice_size(n: Tensor) -> Tensor:
+    """n rounded up to 4-7 times a power of two (at most 25 % more), so boxes share a few sizes."""
+    q = torch.pow(2, (torch.floor(torch.log2(n.clamp(min=1).double())) - 2).clamp(min=0)).long()
+    return (n + q - 1) // q * q
+
+
+@dataclass
+class VolumeGrid:
+    """sigma and sigma * colour at the (R + 1)^3 vertices of a grid over [-bound, bound]^3, index
+    [x, y, z]; read by trilinear interpolation (zero density outside the box)."""
+
+    values: Tensor  # (1 + D, R + 1, R + 1, R + 1): sigma, then sum_i sigma_i c_i
+    bound: float
+
+    @classmethod
+    @torch.no_grad()
+    def splat(cls, means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, bound: float,
+              resolution: int, dilation: float = 0.0) -> "VolumeGrid":
+        """The grid of N Gaussians, widened by ``dilation`` and half the spacing (module docstring).
+
+        Each Gaussian is evaluated on the lattice of vertices in its box of half-side ``reach``;
+        Gaussians whose boxes have the same (rounded) lattice size are evaluated together by
+        broadcasting, and the values are scatter-added into the grid.
+        """
+        R, h = int(resolution), 2.0 * bound / int(resolution)
+        V = gaussian_volume(means, quats, scales, opacities, colors, dilation=math.hypot(0.5 * h, dilation))
+        D = colors.shape[-1]
+        acc = means.new_zeros((R + 1) ** 3, 1 + D)
+        lo = torch.ceil((V.means - V.reach[:, None] + bound) / h).long()
+        n = torch.floor((V.means + V.reach[:, None] + bound) / h).long() - lo + 1  # vertices per axis of each box
+        reaches = (n > 0).all(-1) & (lo + n > 0).all(-1) & (lo <= R).all(-1)
+        sizes = _lattice_size(n)
+        for size in torch.unique(sizes[reaches], dim=0):
+            ids = (reaches & (sizes == size).all(-1)).nonzero().squeeze(-1)
+            k = torch.stack(torch.meshgrid(*(torch.arange(int(L), device=means.device) for L in size), indexing="ij"), -1)
+            k = k.reshape(1, -1, 3)
+            for g in ids.split(max(1, PAIRS_PER_PASS // k.shape[1])):
+                v = lo[g, None, :] + k  # (G, L, 3) vertex indices
+                y = torch.bmm(v.to(means.dtype) * h - bound - V.means[g, None, :], V.whitening[g])
+                m = (y * y).sum(-1)
+                inside = (m <= EXTENT * EXTENT) & ((v >= 0) & (v <= R)).all(-1)
+                w = torch.where(inside, V.peaks[g, None] * torch.exp(-0.5 * m), 0.0)
+                flat = torch.where(inside, (v[..., 0] * (R + 1) + v[..., 1]) * (R + 1) + v[..., 2], 0)
+                values = torch.cat([w[..., None], w[..., None] * V.colors[g, None, :]], -1)
+                acc.index_add_(0, flat.reshape(-1), values.reshape(-1, 1 + D))
+        return cls(acc.T.reshape(1 + D, R + 1, R + 1, R + 1).contiguous(), float(bound))
+
+    def sample(self, x: Tensor) -> Tensor:
+        """Trilinear interpolation at points x (P, 3) -> (P, 1 + D)."""
+        # grid_sample's last coordinate axis indexes the volume's first spatial axis (here x).
+        coords = (x.to(self.values) / self.bound).flip(-1).reshape(1, -1, 1, 1, 3)
+        out = F.grid_sample(self.values[None], coords, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return out.reshape(self.values.shape[0], -1).T
+
+    def density(self, x: Tensor) -> Tensor:
+        """sigma(x). (P, 3) -> (P,)."""
+        return self.sample(x)[:, 0]
+
+    def albedo(self, x: Tensor, eps: float = 1e-6) -> Tensor:
+        """Density-weighted mean colour, grey where no Gaussian reaches. (P, 3) -> (P, D)."""
+        s = self.sample(x)
+        return (s[:, 1:] + eps * GREY) / (s[:, :1] + eps)
