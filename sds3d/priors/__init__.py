@@ -16,13 +16,17 @@ from .condition import Condition
 from .config import PriorConfig, check_prior_config
 from .schedule import NoiseSchedule, Schedule, classifier_free_guidance
 
-TOY_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-prior"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+TOY_PRIOR_PATH = ASSETS / "toy-prior"
 TOY_PIPELINE_CLASS = "SDS3DToyPipeline"  # model_index.json "_class_name" of folders sds3d train-prior writes
+#: Toy priors by name: v1's, and toy world v2's view-suffix and camera-conditioned priors
+#: (scripts/train_toy_prior_v2.py writes them).
+TOY_PRIORS = {"toy": TOY_PRIOR_PATH, "toy-v2-text": ASSETS / "toy-v2-text-prior", "toy-v2-camera": ASSETS / "toy-v2-camera-prior"}
 
 
 def is_toy_prior(name_or_path: str) -> bool:
-    """Whether the prior is a toy-world prior: the shipped one or any folder ``sds3d train-prior`` wrote."""
-    if name_or_path == "toy":
+    """Whether the prior is a toy-world prior: a name in ``TOY_PRIORS`` or any folder ``sds3d train-prior`` wrote."""
+    if name_or_path in TOY_PRIORS:
         return True
     index = Path(name_or_path).expanduser() / "model_index.json"
     try:
@@ -32,7 +36,8 @@ def is_toy_prior(name_or_path: str) -> bool:
 
 
 def resolve_prior_path(name_or_path: str) -> Path:
-    """``"toy"`` -> the shipped folder; a local folder -> itself; else a hub id in the local cache.
+    """``"toy"`` -> the shipped folder; ``"toy-v2-text"``, ``"toy-v2-camera"`` -> toy world v2's (once
+    trained); a local folder -> itself; else a hub id in the local cache.
 
     Raises:
         PriorError: the name is neither a folder nor a cached hub id (one line: what, where, how to fix).
@@ -41,6 +46,12 @@ def resolve_prior_path(name_or_path: str) -> Path:
         if not (TOY_PRIOR_PATH / "model_index.json").exists():
             raise PriorError(f"the shipped toy prior is missing from {TOY_PRIOR_PATH}; reinstall sds3d or run `sds3d train-prior`")
         return TOY_PRIOR_PATH
+    if name_or_path in TOY_PRIORS:
+        path = TOY_PRIORS[name_or_path]
+        if not (path / "model_index.json").exists():
+            raise PriorError(f"the {name_or_path} prior is not trained yet (no {path}); train it: "
+                             f"python scripts/train_toy_prior_v2.py --prior {name_or_path.rsplit('-', 1)[1]}")
+        return path
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -86,4 +97,4 @@ def load_prior(
     return DiffusersPrior(resolve_prior_path(name_or_path), device=device, dtype=dtype, cfg=cfg)
 
 
-__all__ = ["Prior", "PriorError", "Condition", "NoiseSchedule", "Schedule", "classifier_free_guidance", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH", "TOY_PIPELINE_CLASS"]
+__all__ = ["Prior", "PriorError", "Condition", "NoiseSchedule", "Schedule", "classifier_free_guidance", "PriorConfig", "check_prior_config", "is_toy_prior", "load_prior", "resolve_prior_path", "download_command", "TOY_PRIOR_PATH", "TOY_PRIORS", "TOY_PIPELINE_CLASS"]

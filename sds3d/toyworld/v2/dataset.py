@@ -154,11 +154,13 @@ def training_set(images_per_pair: int, seed: int, cache_dir: Path | None = None)
             tensors = load_file(path)
             return tensors["images"], text["captions"], text["base"], tensors["angles"]
     images, captions, base, angles = build_dataset(seed, counts)
-    images = images.half()
+    # Contiguous like the cache's copy: the renders come channels-last, and convolutions of a
+    # channels-last batch take other kernels (other rounding), so a cached and a fresh set would train apart.
+    images = images.half().contiguous()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        save_file({"images": images.contiguous(), "angles": angles.contiguous()}, str(tmp),
+        save_file({"images": images, "angles": angles.contiguous()}, str(tmp),
                   metadata={"captions": json.dumps({"captions": captions, "base": base})})
         tmp.replace(path)
     return images, captions, base, angles
