@@ -84,9 +84,11 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
     t0 = time.perf_counter()
     prior = load_prior(cfg.prior.name_or_path, device=device, cfg=cfg.prior)
     if is_toy_prior(cfg.prior.name_or_path):
+        from .eval import is_v2_prompt
         from .toyworld.prompts import check_vocabulary
 
-        check_vocabulary(cfg.prompt)
+        if not is_v2_prompt(cfg.prompt):  # v2's faced objects and compositions are toy-world prompts too
+            check_vocabulary(cfg.prompt)
     prompts = PromptProcessor(prior, cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent_prompts, cfg.camera)
     guidance = build_guidance(cfg.guidance, prior)
     scene = build_scene(cfg, device)
@@ -194,12 +196,12 @@ def export_mesh(cfg: RunConfig, run_dir: Path, scene) -> dict:
 
 def evaluate(cfg: RunConfig, run_dir: Path, scene) -> dict | None:
     """Toy-world metrics of the exported mesh, or None when they do not apply (not a toy prompt or prior, eval off)."""
-    from .eval import evaluate_run, load_mesh_world
+    from .eval import evaluate_run, is_v2_prompt, load_mesh_world
     from .priors import is_toy_prior
     from .toyworld.prompts import parse_prompt
 
     colour, shape, _ = parse_prompt(cfg.prompt)
-    if not (cfg.eval.enabled and is_toy_prior(cfg.prior.name_or_path) and colour and shape):
+    if not (cfg.eval.enabled and is_toy_prior(cfg.prior.name_or_path) and ((colour and shape) or is_v2_prompt(cfg.prompt))):
         return None
     return evaluate_run(cfg, load_mesh_world(Path(run_dir), cfg.export.up_axis), scene)
 
