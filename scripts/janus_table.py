@@ -13,7 +13,7 @@ belongs) and back (azimuth 180) views of the red owl, house and chair (seed 0) u
 
 Janus rate: the fraction of runs with a second face >= 90 deg from the main one, over the runs
 whose mesh is not flooded (metrics.janus.validity: flooded meshes have no verdict and are counted
-apart). Composition accuracy: the fraction of runs with composition_ok; part colour accuracy: the
+apart); front ok: the main face within 45 deg of +x, over the runs with a face. Composition accuracy: the fraction of runs with composition_ok; part colour accuracy: the
 fraction of parts whose colour is the prompt's.
 """
 
@@ -68,7 +68,8 @@ def _ordered(labels) -> list[str]:
 
 
 def janus_table(rows: list[dict]) -> list[dict]:
-    """Per condition: runs, flooded, Janus rate (all and per object), faces, front_ok, IoU, colour error."""
+    """Per condition: runs, flooded, Janus rate (all and per object), face present, faces, front_ok (of the
+    runs with a face), IoU, colour error."""
     out = []
     for cond in _ordered(r["condition"] for r in rows if r["eval"]["kind"] == "faced"):
         mine = [r["eval"] for r in rows if r["condition"] == cond and r["eval"]["kind"] == "faced"]
@@ -77,7 +78,8 @@ def janus_table(rows: list[dict]) -> list[dict]:
                  "janus_rate": _mean(m["janus"] for m in judged)}
         for name in OBJECTS:
             entry[f"janus_{name}"] = _mean(m["janus"] for m in judged if m["prompt"].split()[-1] == name)
-        entry.update(faces=_mean(m["n_faces"] for m in judged), front_ok=_mean(m["front_ok"] for m in judged),
+        entry.update(face_present=_mean(m["face_present"] for m in judged), faces=_mean(m["n_faces"] for m in judged),
+                     front_ok=_mean(m["front_ok"] for m in judged if m["face_present"]),
                      iou=_mean(m["iou"] for m in mine), colour_err=_mean(m["colour_err"] for m in mine))
         out.append(entry)
     return out
@@ -110,12 +112,12 @@ def markdown(janus: list[dict], comps: list[dict], picture: str | None) -> str:
     lines = []
     if janus:
         lines += ["**Janus table** (3 faced objects x 4 colours x 3 seeds per condition; rates over unflooded runs)", "",
-                  "| condition | runs | flooded | Janus rate | owl | house | chair | faces | front ok | IoU | colour err |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| condition | runs | flooded | Janus rate | owl | house | chair | face present | faces | front ok | IoU | colour err |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in janus:
             cells = [e["condition"], e["runs"], e["flooded"], _fmt(e["janus_rate"], ".0%")]
             cells += [_fmt(e[f"janus_{n}"], ".0%") for n in OBJECTS]
-            cells += [_fmt(e["faces"]), _fmt(e["front_ok"], ".0%"), _fmt(e["iou"]), _fmt(e["colour_err"], ".3f")]
+            cells += [_fmt(e["face_present"], ".0%"), _fmt(e["faces"]), _fmt(e["front_ok"], ".0%"), _fmt(e["iou"]), _fmt(e["colour_err"], ".3f")]
             lines.append("| " + " | ".join(map(str, cells)) + " |")
         lines.append("")
     if picture:
@@ -152,7 +154,7 @@ def views_picture(rows: list[dict], path: Path, size: int = 96) -> Path | None:
     from sds3d.runs import load_run_config, load_scene
 
     conds = _ordered(r["condition"] for r in rows if r["eval"]["kind"] == "faced")
-    label_w, tiles = 260, {}
+    label_w, tiles = 360, {}
     for r in rows:
         name = r["prompt"].split()[-1]
         if r["seed"] != 0 or r["prompt"] != f"a red {name}" or name not in OBJECTS or not (r["dir"] / "ckpt" / "last.pt").is_file():

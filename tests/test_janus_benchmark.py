@@ -137,20 +137,22 @@ def _fake_run(sweep: Path, prompt: str, seed: int, overrides: list[str], ev: dic
 
 def test_janus_table_counts_janus_runs_over_unflooded_ones(tmp_path):
     table = _load_script("janus_table")
-    faced = {"kind": "faced", "n_faces": 1, "front_ok": True, "iou": 0.8, "colour_err": 0.1}
+    faced = {"kind": "faced", "n_faces": 1, "face_present": 1, "front_ok": True, "iou": 0.8, "colour_err": 0.1}
     a, d = [], ["prior.name_or_path=toy-v2-camera"]
     _fake_run(tmp_path / "j", "a red owl", 0, a, {**faced, "janus": 1, "n_faces": 2, "front_ok": False, "iou": 0.6})
     _fake_run(tmp_path / "j", "a red owl", 1, a, {**faced, "janus": 0})
+    _fake_run(tmp_path / "j", "a red owl", 2, a, {**faced, "janus": 0, "n_faces": 0, "face_present": 0})  # faceless
     _fake_run(tmp_path / "j", "a red house", 0, a, {**faced, "janus": None, "n_faces": 3})  # flooded
     _fake_run(tmp_path / "j", "a red chair", 0, a, {**faced, "janus": 1, "n_faces": 2})
     _fake_run(tmp_path / "j", "a red chair", 0, d, {**faced, "janus": 0})
     rows = table.janus_table(table.read_runs(tmp_path / "j"))
     assert [r["condition"] for r in rows] == ["(a) view-suffix prior", "(d) camera-conditioned prior"]
     a_row = rows[0]
-    assert (a_row["runs"], a_row["flooded"]) == (4, 1)
-    assert a_row["janus_rate"] == pytest.approx(2 / 3) and a_row["janus_owl"] == 0.5 and a_row["janus_house"] is None
-    assert a_row["faces"] == pytest.approx(5 / 3) and a_row["front_ok"] == pytest.approx(2 / 3)
-    assert a_row["iou"] == pytest.approx((0.6 + 0.8 * 3) / 4)
+    assert (a_row["runs"], a_row["flooded"]) == (5, 1)
+    assert a_row["janus_rate"] == 0.5 and a_row["janus_owl"] == pytest.approx(1 / 3) and a_row["janus_house"] is None
+    assert a_row["face_present"] == 0.75 and a_row["faces"] == pytest.approx(5 / 4)
+    assert a_row["front_ok"] == pytest.approx(2 / 3)  # of the runs with a face
+    assert a_row["iou"] == pytest.approx((0.6 + 0.8 * 4) / 5)
     assert rows[1]["janus_rate"] == 0.0 and rows[1]["runs"] == 1
 
     comp = {"kind": "composition", "union_iou": 0.7}
@@ -172,7 +174,7 @@ def test_janus_table_counts_janus_runs_over_unflooded_ones(tmp_path):
                     "--doc", str(doc), "--no-picture"])
     text = doc.read_text()
     assert text.startswith("# Janus\n\nintro\n") and text.endswith("\nafter\n") and "old" not in text
-    assert text.count("| (a) view-suffix prior | 4 | 1 | 67% | 50% | – | 100% |") == 1
+    assert text.count("| (a) view-suffix prior | 5 | 1 | 50% | 33% | – | 100% | 75% | 1.25 | 67% | 0.76 | 0.100 |") == 1
     assert readme.read_text().startswith("# sds3d\n\ntext\n") and readme.read_text().count(table.START) == 1
     assert "| (d) camera-conditioned prior | held out | 1 | 100% | 0.70 | 100% |" in readme.read_text()
 
