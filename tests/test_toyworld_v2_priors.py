@@ -98,6 +98,17 @@ def test_v2_training_drops_the_view_suffix_of_v1_items_only(tmp_path, data_cache
     assert info["world"] == "v2" and info["images"] == 145
 
 
+def test_v2_training_never_writes_over_the_shipped_v1_prior(tmp_path, capsys):
+    from sds3d.toyworld import train_prior
+
+    with pytest.raises(SystemExit) as e:
+        train_prior.main(TINY + ["--steps", "1", "--work-dir", str(tmp_path / "w")])
+    assert e.value.code == 2 and "--world v2 needs --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_prior.main(["--dataset-cache", str(tmp_path), "--out", str(tmp_path / "p")])
+    assert "add --world v2" in capsys.readouterr().err and not (tmp_path / "p").exists()
+
+
 def test_v2_stage_resumes_exactly(tmp_path, data_cache, monkeypatch):
     """A stage stopped at step 3 (Ctrl-C) and resumed ends with the weights of an uninterrupted one."""
     from sds3d.toyworld import train_prior

@@ -78,7 +78,7 @@ def build_tokenizer(max_length: int, work_dir: Path):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="sds3d train-prior", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=PACKAGE / "assets" / "toy-prior")
+    ap.add_argument("--out", type=Path, default=None, help="the prior folder (default: the shipped v1 prior's)")
     ap.add_argument("--work-dir", type=Path, default=Path("data") / "toy-prior-train", help="checkpoints for --resume")
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("steps", "batch_size", "images_per_pair", "lr"):
         if getattr(args, name) <= 0:
             _fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be positive")
+    if args.out is None:
+        if args.world == "v2":  # never over the shipped v1 prior
+            _fail("--world v2 needs --out FOLDER (the v2 priors' stages: python scripts/train_toy_prior_v2.py)")
+        args.out = PACKAGE / "assets" / "toy-prior"
     if args.dataset_cache is not None and args.world == "v1":
         _fail("--dataset-cache caches the v2 data set; add --world v2 or drop it")
     if args.ckpt_every < 0:
