@@ -1,8 +1,13 @@
 #!/usr/bin/env python
-"""Sample the toy prior for all 16 prompts and grade the samples with the independent judge.
+"""Sample a toy prior for all 16 prompts and grade the samples with the independent judge.
 
     python scripts/eval_toy_prior.py --out outputs/prior-eval --cfg 1 3 7.5 --n 16
     python scripts/eval_toy_prior.py --out outputs/prior-eval-cam --cameras   # camera-conditioned prior
+    python scripts/eval_toy_prior.py --prior toy-flow --out outputs/prior-eval-flow --cfg 1 3 7.5 --n 16 --cameras
+
+The sampler is the prior's schedule's (``sds3d.priors.sampling.sample_images``): DDIM for the ε
+prior, Euler on FlowMatchEulerDiscreteScheduler's sigmas for a flow prior (toy-flow or any folder
+``sds3d train-prior --objective flow`` wrote); the grading is the same.
 
 Writes one PNG per sample (the name holds the prompt) and a grid per guidance scale, and prints
 the recognition rate of colour, shape and both, per prompt and overall.
@@ -27,10 +32,10 @@ import torch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--prior", default="toy")
+    ap.add_argument("--prior", default="toy", help="toy, toy-flow, or a toy prior folder")
     ap.add_argument("--cfg", type=float, nargs="+", default=[3.0], help="guidance scales")
     ap.add_argument("--n", type=int, default=16, help="samples per prompt")
-    ap.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    ap.add_argument("--steps", type=int, default=50, help="sampler steps (DDIM; Euler for a flow prior)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cameras", action="store_true",
@@ -54,6 +59,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     prior = load_prior(args.prior)
+    sampler = "Euler" if prior.schedule.family == "flow" else "DDIM"
     prompts = all_prompts()
     results = {}
     for scale in args.cfg:
@@ -82,8 +88,8 @@ def main() -> None:
         grid = torch.cat(rows, dim=-2)[None]
         iio.imwrite(folder / "grid.png", to_uint8(grid)[0])
         overall = {k: sum(v[k] for v in table.values()) / len(table) for k in ("colour", "shape", "both")}
-        results[f"{scale:g}"] = {"overall": overall, "per_prompt": table, "seconds": round(time.time() - t0, 1)}
-        print(f"\nCFG {scale:g}: {args.n} samples per prompt, DDIM {args.steps} steps ({time.time() - t0:.0f} s)")
+        results[f"{scale:g}"] = {"overall": overall, "per_prompt": table, "seconds": round(time.time() - t0, 1), "sampler": sampler}
+        print(f"\nCFG {scale:g}: {args.n} samples per prompt, {sampler} {args.steps} steps ({time.time() - t0:.0f} s)")
         print(f"{'prompt':<20} {'colour':>7} {'shape':>7} {'both':>7}")
         for prompt, v in table.items():
             print(f"{prompt:<20} {v['colour']:>7.0%} {v['shape']:>7.0%} {v['both']:>7.0%}")

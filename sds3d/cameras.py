@@ -23,11 +23,12 @@ class CameraConfig:
     fov_y_deg: tuple[float, float] = (40.0, 40.0)
     elevation_deg: tuple[float, float] = (-10.0, 60.0)
     azimuth_deg: tuple[float, float] = (0.0, 360.0)
-    # A late refinement phase: from step ``late_start_step`` on, elevations are drawn from
-    # ``late_elevation_deg`` instead (None: never). Low views late in training are the only ones
-    # that show a skirt hanging under a flat base (the toy world's lowest camera, -10 deg, sits
-    # just above the cone's base plane); early on the full range shapes tops and sides.
-    late_start_step: int | None = None
+    # A late refinement phase: from step round(late_start_fraction * trainer.max_steps) on,
+    # elevations are drawn from ``late_elevation_deg`` instead (None: never). Low views late in
+    # training are the only ones that show a skirt hanging under a flat base (the toy world's
+    # lowest camera, -10 deg, sits just above the cone's base plane); early on the full range
+    # shapes tops and sides. A fraction, so a shorter run keeps the recipe's phases.
+    late_start_fraction: float | None = None
     late_elevation_deg: tuple[float, float] | None = None
     # Views per step (rendered as one batch, one prior call).
     batch_size: int = 1
@@ -114,25 +115,34 @@ def make_cameras(azimuth_deg: Tensor, elevation_deg: Tensor, distance: Tensor | 
     return Cameras(c2w, fov, azimuth_deg % 360.0, elevation_deg, distance)
 
 
-def elevation_range(cfg: CameraConfig, step: int | None = None) -> tuple[float, float]:
-    """The elevation range (degrees) cameras are drawn from at training step ``step``."""
-    late = cfg.late_start_step is not None and cfg.late_elevation_deg is not None
-    if late and step is not None and step >= cfg.late_start_step:
-        return tuple(cfg.late_elevation_deg)
+def schedule_step(fraction: float, max_steps: int) -> int:
+    """The step at which a schedule point given as a fraction of the run starts: round(fraction * max_steps)."""
+    return round(fraction * max_steps)
+
+
+def elevation_range(cfg: CameraConfig, step: int | None = None, max_steps: int | None = None) -> tuple[float, float]:
+    """The elevation range (degrees) cameras are drawn from at training step ``step`` of ``max_steps``."""
+    late = cfg.late_start_fraction is not None and cfg.late_elevation_deg is not None
+    if late and step is not None:
+        if max_steps is None:
+            raise ValueError("camera.late_start_fraction needs the run length: pass max_steps with step")
+        if step >= schedule_step(cfg.late_start_fraction, max_steps):
+            return tuple(cfg.late_elevation_deg)
     return tuple(cfg.elevation_deg)
 
 
 def sample_cameras(
-    cfg: CameraConfig, batch_size: int | None = None, generator: torch.Generator | None = None, step: int | None = None
+    cfg: CameraConfig, batch_size: int | None = None, generator: torch.Generator | None = None, step: int | None = None,
+    max_steps: int | None = None,
 ) -> Cameras:
-    """Sample cameras uniformly in azimuth, elevation (``elevation_range`` at ``step``), distance and field of view."""
+    """Sample cameras uniformly in azimuth, elevation (``elevation_range`` at ``step`` of ``max_steps``), distance and field of view."""
     B = cfg.batch_size if batch_size is None else batch_size
 
     def uniform(lo_hi):
         lo, hi = lo_hi
         return lo + (hi - lo) * torch.rand(B, generator=generator)
 
-    return make_cameras(uniform(cfg.azimuth_deg), uniform(elevation_range(cfg, step)), uniform(cfg.distance), uniform(cfg.fov_y_deg))
+    return make_cameras(uniform(cfg.azimuth_deg), uniform(elevation_range(cfg, step, max_steps)), uniform(cfg.distance), uniform(cfg.fov_y_deg))
 
 
 def orbit_cameras(n: int, elevation_deg: float = 20.0, distance: float = 2.5, fov_y_deg: float = 40.0, start_azimuth_deg: float = 0.0) -> Cameras:

@@ -1,4 +1,5 @@
-"""``sds3d doctor``: what is installed, which backends ``auto`` picks here and why, and whether a prior is found.
+"""``sds3d doctor``: what is installed, which backends ``auto`` picks here and why, and whether a prior is
+found and what it will be here (family ε / v / x0 / flow, text encoders, dtype, weight memory).
 
 ``collect(prior)`` gathers the facts (a dict, testable); ``report(prior)`` formats them. Nothing is
 downloaded; the only possibly slow step is compiling ``sds3d.cuda_ext`` the first time (cached).
@@ -13,9 +14,6 @@ import sys
 from pathlib import Path
 
 import torch
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
 
 def _version(dist: str) -> str:
     try:
@@ -57,32 +55,61 @@ def _tcnn_status() -> tuple[bool, str]:
     return True, f"importable ({_version('tinycudann')})"
 
 
-def check_prior(name_or_path: str) -> dict:
-    """Whether the prior's files are on this machine, without loading any weights.
+def check_prior(name_or_path: str, device: torch.device | str = "cpu") -> dict:
+    """Whether the prior's files are on this machine and what it will be on ``device``, without loading weights.
 
     Returns:
-        {"name", "found": bool, "path" (str | None), "detail" (one line: what is there or what to do)}.
+        {"name", "found": bool, "path" (str | None), "detail" (one line: what is there or what to do),
+        "facts" (``sds3d.priors.describe.PriorFacts`` when found, else None)}.
     """
     from .priors import PriorError, resolve_prior_path
+    from .priors.describe import describe_prior
+    from .priors.loading import PipelineFolder
 
-    result = {"name": name_or_path, "found": False, "path": None}
+    result = {"name": name_or_path, "found": False, "path": None, "facts": None}
     try:
         path = resolve_prior_path(name_or_path)
+        result["path"] = str(path)
+        facts = describe_prior(PipelineFolder(path), device=device)
     except PriorError as e:
         return {**result, "detail": str(e)}
-    result["path"] = str(path)
-    if not (path / "model_index.json").is_file():
-        return {**result, "detail": f"{path} has no model_index.json: not a diffusers pipeline folder"}
-    parts = ["unet", "text_encoder", "tokenizer", "scheduler"] + (["vae"] if (path / "vae").is_dir() else [])
-    missing = [p for p in parts if not (path / p).is_dir()]
-    no_weights = [p for p in ("unet", "text_encoder", "vae") if p in parts and p not in missing
-                  and not any(f.name.endswith(_WEIGHT_SUFFIXES) for f in (path / p).iterdir())]
-    if missing or no_weights:
-        what = [f"missing {p}/" for p in missing] + [f"no weights in {p}/" for p in no_weights]
-        return {**result, "detail": f"{path}: incomplete ({', '.join(what)})"}
     size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-    kind = "latent (VAE)" if "vae" in parts else "pixel-space"
-    return {**result, "found": True, "detail": f"found at {path} ({kind}, {size / 2**20:.0f} MiB)"}
+    kind = "latent (VAE)" if facts.vae is not None else "pixel-space"
+    return {**result, "found": True, "facts": facts, "detail": f"found at {path} ({kind}, {size / 2**20:.0f} MiB)"}
+
+
+_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
+
+
+def prior_lines(facts) -> list[str]:
+    """What ``sds3d doctor`` says about a found prior: family, text encoders, dtype, weight memory."""
+    d = facts.denoiser
+    encoders = ", ".join(f"{c.slot} {c.cls} {_params(c.params)}" for c in facts.text_encoders) or "none"
+    dropped = f" (left out: {', '.join(facts.dropped)}, prior.t5=false)" if facts.dropped else ""
+    stored = f" (the {d.slot}'s weights are stored in {_DTYPE_NAMES[facts.shipped]})" if facts.shipped else ""
+    if facts.device == "cpu":
+        memory = f"{_gib(facts.device_bytes)} of weights in RAM"
+    elif facts.offload:
+        memory = (f"{_gib(facts.device_bytes)} of weights on {facts.device} (denoiser + VAE, + the largest text encoder while "
+                  f"prompts are encoded), {_gib(facts.host_bytes)} in CPU RAM (text encoders, offloaded after encoding)")
+    else:
+        memory = f"{_gib(facts.device_bytes)} of weights on {facts.device}"
+    return [
+        f"  family        {facts.prediction} ({facts.pipeline}: {d.cls}, {_params(d.params)} parameters"
+        + (f"; VAE {_params(facts.vae.params)}" if facts.vae else "") + ")"
+        + ("; guidance-distilled: no CFG row, guidance.scale is its guidance input" if facts.guidance_distilled else ""),
+        f"  text encoders {encoders}{dropped}",
+        f"  dtype         {facts.dtype_name()} on {facts.device}{stored}",
+        f"  memory        {memory}; activations come on top",
+    ]
 
 
 def collect(prior_name: str = "toy") -> dict:
@@ -109,7 +136,7 @@ def collect(prior_name: str = "toy") -> dict:
     except EncodingConfigError as e:
         facts["encoding_auto"] = ("error", str(e))
     facts["render_auto"] = select_render_backend("auto", device)
-    facts["prior"] = check_prior(prior_name)
+    facts["prior"] = check_prior(prior_name, device)
     return facts
 
 
@@ -134,8 +161,8 @@ def report(prior_name: str = "toy") -> str:
         f"auto picks on {f['device']}:",
         f"  encoding      {f['encoding_auto'][0]} ({f['encoding_auto'][1]})",
         f"  rendering     {f['render_auto'][0]} ({f['render_auto'][1]})",
-        f"  prior         {'fp16' if f['device'] == 'cuda' else 'fp32'}",
         f"prior {f['prior']['name']!r}: {'found' if f['prior']['found'] else 'NOT FOUND'}",
         f"  {f['prior']['detail']}",
+        *(prior_lines(f["prior"]["facts"]) if f["prior"]["found"] else []),
     ]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The one base class of user mistakes, and one-line notices.
+"""The one base class of user mistakes, one-line notices, and phase lines.
 
 Every exception whose message is meant for the user (a bad config value, a missing prior, an
 unusable run folder, ...) subclasses ``UserError``; the CLI prints its message on one line and
@@ -23,3 +23,8 @@ def notice(message: str) -> None:
         return
     _said.add(message)
     print(f"sds3d: notice: {message}", file=sys.stderr, flush=True)
+
+
+def phase(message: str) -> None:
+    """Print ``sds3d: <message>`` on stderr: what a command is doing now (export, render, eval)."""
+    print(f"sds3d: {message}", file=sys.stderr, flush=True)

@@ -244,6 +244,21 @@ def is_v2_prompt(prompt: str) -> bool:
     return parsed is not None and parsed.kind != "v1"
 
 
+V2_PRIOR_NAMES = ("toy-v2-text", "toy-v2-camera")
+
+
+def is_v2_prior(name_or_path: str) -> bool:
+    """Whether a prior is a toy world v2 prior: one of ``V2_PRIOR_NAMES`` or a folder whose training.json
+    says ``"world": "v2"`` (``sds3d train-prior --world v2`` writes it)."""
+    if name_or_path in V2_PRIOR_NAMES:
+        return True
+    info = Path(name_or_path).expanduser() / "training.json"
+    try:
+        return json.loads(info.read_text()).get("world") == "v2"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def evaluate_run_v2(cfg, mesh_world: trimesh.Trimesh) -> dict:
     """Toy world v2's metrics of a run's exported mesh (``toyworld.v2.metrics.evaluate_mesh``).
 
@@ -271,7 +286,8 @@ def evaluate_run(cfg, mesh_world: trimesh.Trimesh, scene=None,
 
     Without a scene the colour error reads the mesh's own colours and recognition is skipped;
     every skipped metric is None with its reason under ``"skipped"``. A v2 faced object or
-    composition prompt gets ``evaluate_run_v2``'s metrics instead.
+    composition prompt of a v2 prior (``is_v2_prior``) gets ``evaluate_run_v2``'s metrics instead (a v1
+    prior knows no such prompt: an EvalError, as for any prompt outside its grammar).
 
     Args:
         cfg: the run's ``RunConfig``: ``prompt``, ``export.albedo`` (the colours are read as the
@@ -289,7 +305,7 @@ def evaluate_run(cfg, mesh_world: trimesh.Trimesh, scene=None,
         EvalError: the prompt is not a toy-world prompt; the mesh is empty.
     """
     prompt = str(cfg.prompt)
-    if is_v2_prompt(prompt):
+    if is_v2_prompt(prompt) and is_v2_prior(str(cfg.prior.name_or_path)):
         return evaluate_run_v2(cfg, mesh_world)
     colour, shape, _ = parse_prompt(prompt)
     if colour is None or shape is None:

@@ -1,13 +1,15 @@
 """A run, in order: prepare -> build prior, prompts, guidance, scene -> train -> finish.
 
 The only module that sequences a run (docs/architecture.md). ``run`` trains (or resumes) and
-finishes; ``finish`` writes the orbit video, the mesh, the toy-world metrics and summary.json;
-``render_orbit``, ``export_mesh`` and ``evaluate`` are the steps ``sds3d render / export / eval``
-repeat on a finished run. Every file goes through ``sds3d.runs``.
+finishes; ``finish`` writes the orbit video, the mesh, the toy-world metrics and summary.json,
+then report.html and the completion marker; ``render_orbit``, ``export_mesh`` and ``evaluate`` are the steps
+``sds3d render / export / eval`` repeat on a finished run. Every file goes through ``sds3d.runs``
+and ``sds3d.atomic`` (written whole or not at all).
 """
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 import time
@@ -17,10 +19,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import runs
+from . import atomic, runs
 from .cameras import orbit_cameras
 from .checkpoint import TrainingInterrupted
 from .config import RunConfig
+from .errors import UserError, notice, phase
+from .report import write_run_report
+
+
+class TrainingFailed(UserError):
+    """The run did not train (too many skipped steps); no mesh was exported."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,19 +38,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 class StopRequest:
-    """The first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step boundary (so the
-    checkpoint is exact); a second one interrupts at once."""
+    """The first Ctrl-C (SIGINT) or SIGTERM asks the run to stop at the next step boundary (so the
+    checkpoint is exact); a second one, a second or more later, interrupts at once. (A signal that
+    arrives twice at once -- from a terminal or a batch system and from a sweep forwarding it --
+    still stops cleanly.)"""
+
+    REPEAT_S = 1.0
 
     def __init__(self):
         self.signum: int | None = None
+        self._at = 0.0
 
     def __call__(self) -> bool:
         return self.signum is not None
 
     def _handler(self, signum, frame):
         if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
+            if time.monotonic() - self._at >= self.REPEAT_S:
+                raise KeyboardInterrupt
+            return
+        self.signum, self._at = signum, time.monotonic()
 
     @contextmanager
     def installed(self):
@@ -57,99 +72,176 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
-def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None, finish_run: bool = True) -> dict:
-    """Train ``cfg.prompt`` into the run folder ``run_dir`` (created by ``runs.prepare_run_dir``), then finish it.
+def check_prompt(cfg: RunConfig) -> dict | None:
+    """With a toy prior, a prompt outside its grammar (toy world v2's for a v2 prior) gets one notice line;
+    returns what summary.json records."""
+    from .priors import is_toy_prior
+
+    if not is_toy_prior(cfg.prior.name_or_path):
+        return None
+    from .eval import is_v2_prior
+
+    if is_v2_prior(cfg.prior.name_or_path):
+        from .toyworld.v2.prompts import check_vocabulary
+    else:
+        from .toyworld.prompts import check_vocabulary
+
+    unknown, message = check_vocabulary(cfg.prompt)
+    if message is None:
+        return None
+    notice(message)
+    return {"unknown_words": unknown, "notice": message}
+
+
+def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None, finish_run: bool = True,
+        stop: StopRequest | None = None) -> dict:
+    """Train ``cfg.prompt`` into the run folder ``run_dir`` (made by ``runs.open_run`` / ``runs.prepare_run_dir``), then finish it.
+
+    Holds the folder's lock throughout; SIGINT and SIGTERM stop at the next step boundary (or
+    between the outputs of ``finish``) with a checkpoint.
 
     Args:
         cfg: a checked RunConfig.
         run_dir: the run folder; resume: continue from its ``ckpt/last.pt``.
         stop_after: stop (with a checkpoint, like Ctrl-C) after this many steps in total (tests).
         finish_run: write the orbit video, mesh and metrics after the last step.
+        stop: the stop request to obey (the CLI installs one before the folder exists); default a new one.
 
     Returns:
         summary.json's content.
 
     Raises:
-        TrainingInterrupted: stopped before ``max_steps`` (Ctrl-C, SIGTERM, ``stop_after``); checkpoint saved.
+        TrainingInterrupted: stopped before the run finished (Ctrl-C, SIGTERM, ``stop_after``); checkpoint saved.
+        TrainingFailed: more than ``trainer.max_skipped_fraction`` of the steps were skipped.
     """
+    run_dir = Path(run_dir)
+    stop = stop or StopRequest()
+    with runs.locked(run_dir), stop.installed():
+        try:
+            return _run(cfg, run_dir, resume, stop_after, finish_run, stop)
+        except atomic.WriteError as e:
+            if (run_dir / runs.CHECKPOINT).is_file():
+                raise atomic.WriteError(f"{e}; then continue with: sds3d run --resume {run_dir}") from None
+            raise
+
+
+def _run(cfg: RunConfig, run_dir: Path, resume: bool, stop_after: int | None, finish_run: bool, stop: StopRequest) -> dict:
     from .guidance import PromptProcessor, build_guidance
-    from .priors import is_toy_prior, load_prior
+    from .priors import load_prior
     from .scene import build_scene
     from .trainer import TrainHooks, new_state, train
 
-    run_dir = Path(run_dir)
+    prompt_check = check_prompt(cfg)
+    if prompt_check is not None:
+        runs.update_summary(run_dir, {"prompt_check": prompt_check})
     device = resolve_device(cfg.device)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     t0 = time.perf_counter()
     prior = load_prior(cfg.prior.name_or_path, device=device, cfg=cfg.prior)
-    if is_toy_prior(cfg.prior.name_or_path):
-        from .eval import is_v2_prompt
-        from .toyworld.prompts import check_vocabulary
-
-        if not is_v2_prompt(cfg.prompt):  # v2's faced objects and compositions are toy-world prompts too
-            check_vocabulary(cfg.prompt)
     prompts = PromptProcessor(prior, cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent_prompts, cfg.camera)
     guidance = build_guidance(cfg.guidance, prior)
     scene = build_scene(cfg, device)
     state = new_state(cfg, scene, guidance)
     timings = {"load_prior": time.perf_counter() - t0}
     if resume:
-        ck = runs.read_checkpoint(run_dir)
-        runs.load_scene_state(scene, ck["scene"], run_dir)
-        guidance.load_state_dict(ck.get("guidance", {}))
-        state.load_state_dict(ck)
+        runs.restore(run_dir, scene, guidance, state)
         runs.truncate_metrics(run_dir, state.step)
     else:
         runs.write_config(run_dir, cfg)
+    first_step = state.step
 
     def checkpoint(s) -> None:
         runs.write_checkpoint(run_dir, {**s.state_dict(), "scene": scene.state_dict(), "guidance": guidance.state_dict()})
 
-    stop = StopRequest()
-    bar = tqdm(total=cfg.trainer.max_steps, initial=state.step, desc=cfg.prompt[:40], unit="step",
-               disable=not cfg.trainer.progress, dynamic_ncols=True)
+    board = None
+    if cfg.logger == "tensorboard":
+        from .report.tensorboard import TensorBoardLog
+
+        board = TensorBoardLog(run_dir, first_step=state.step)
+
+    def log(record: dict) -> None:
+        metrics.write(record)
+        if board is not None:
+            board.write(record)
+
+    t = cfg.trainer
+    max_skipped = t.max_skipped_fraction * t.max_steps
+    failed = [state.skipped_steps > max_skipped]  # more steps skipped than the run may skip: it cannot train any more
+    bar = tqdm(total=t.max_steps, initial=state.step, desc=" ".join(cfg.prompt.split())[:40], unit="step", disable=not t.progress, dynamic_ncols=True)
 
     def progress(s) -> None:
         bar.update(s.step - bar.n)
         bar.set_postfix(loss=f"{s.final_loss:.4g}", skipped=s.skipped_steps)
+        failed[0] = s.skipped_steps > max_skipped
 
     try:
-        with stop.installed(), runs.MetricsLog(run_dir) as metrics:
-            hooks = TrainHooks(log=metrics.write, checkpoint=checkpoint, progress=progress, should_stop=stop,
+        with runs.MetricsLog(run_dir) as metrics:
+            hooks = TrainHooks(log=log, checkpoint=checkpoint, progress=progress, should_stop=lambda: stop() or failed[0],
                                validate=lambda step: save_validation_renders(cfg, scene, run_dir / "renders" / f"step_{step:05d}.png"))
             state = train(cfg, scene, guidance, prompts, state, hooks, stop_after=stop_after)
     except KeyboardInterrupt:
         bar.close()
+        if state.step == first_step and not resume:
+            raise TrainingInterrupted(state.step, run_dir, signal.SIGINT, saved=False) from None
         checkpoint(state)
         raise TrainingInterrupted(state.step, run_dir, signal.SIGINT) from None
+    finally:
+        if board is not None:
+            board.close()
     bar.close()
+    if state.skipped_steps > max_skipped:
+        checkpoint(state)
+        message = (f"{state.skipped_steps} of {state.step} steps were skipped (a non-finite loss or gradient, or a gradient "
+                   f"zeroed entirely), more than trainer.max_skipped_fraction={t.max_skipped_fraction} of {t.max_steps}: "
+                   "the run did not train and no mesh was exported; lower guidance.scale or trainer.lr")
+        runs.update_summary(run_dir, {"prompt": cfg.prompt, "steps": state.step, "skipped_steps": state.skipped_steps,
+                                      "status": "failed", "error": message})
+        raise TrainingFailed(message)
+    if state.step == first_step and not resume and state.step < t.max_steps:
+        raise TrainingInterrupted(state.step, run_dir, stop.signum, saved=False)
     checkpoint(state)
-    if state.step < cfg.trainer.max_steps:
+    if state.step < t.max_steps:
         raise TrainingInterrupted(state.step, run_dir, stop.signum)
     timings["train"] = state.elapsed_s
-    runs.update_summary(run_dir, {"prompt": cfg.prompt, "steps": cfg.trainer.max_steps, "skipped_steps": state.skipped_steps,
+    runs.update_summary(run_dir, {"prompt": cfg.prompt, "steps": t.max_steps, "skipped_steps": state.skipped_steps,
                                   "train_seconds": round(state.elapsed_s, 2), "final_loss_sds": state.final_loss})
     if not finish_run:
         return runs.read_summary(run_dir)
-    return finish(cfg, run_dir, scene, timings)
+    return finish(cfg, run_dir, scene, timings, stop=stop)
 
 
-def finish(cfg: RunConfig, run_dir: Path, scene, timings: dict | None = None) -> dict:
-    """After training: orbit video, mesh, toy-world metrics, all recorded in summary.json."""
+def finish(cfg: RunConfig, run_dir: Path, scene, timings: dict | None = None, stop=lambda: False) -> dict:
+    """After training: orbit video, mesh, toy-world metrics, all recorded in summary.json, then
+    report.html (also when a step fails: the page says what is missing) and the completion marker.
+    ``stop()`` is asked between the outputs (each is written whole or not at all)."""
     timings = dict(timings or {})
+    runs.clear_complete(run_dir)
     scene.eval()
-    # The video first: if the mesh comes out empty, the run still shows what it learned.
-    t0 = time.perf_counter()
-    runs.update_summary(run_dir, {"orbit": str(render_orbit(cfg, run_dir, scene))})
-    t1 = time.perf_counter()
-    runs.update_summary(run_dir, export_mesh(cfg, run_dir, scene))
-    t2 = time.perf_counter()
-    metrics = evaluate(cfg, run_dir, scene)
-    if metrics is not None:
-        runs.update_summary(run_dir, {"eval": metrics})
-    timings.update(orbit=t1 - t0, export=t2 - t1, eval=time.perf_counter() - t2)
-    return runs.update_summary(run_dir, {"timings": {k: round(v, 3) for k, v in timings.items()}})
+
+    def check(done: str) -> None:
+        if stop():
+            raise TrainingInterrupted(cfg.trainer.max_steps, run_dir, getattr(stop, "signum", None), during=f"after {done}")
+
+    try:
+        # The video first: if the mesh comes out empty, the run still shows what it learned.
+        t0 = time.perf_counter()
+        runs.update_summary(run_dir, {"orbit": str(render_orbit(cfg, run_dir, scene))})
+        check("the orbit video")
+        t1 = time.perf_counter()
+        runs.update_summary(run_dir, export_mesh(cfg, run_dir, scene))
+        check("the mesh export")
+        t2 = time.perf_counter()
+        metrics = evaluate(cfg, run_dir, scene)
+        if metrics is not None:
+            runs.update_summary(run_dir, {"eval": metrics})
+        timings.update(orbit=t1 - t0, export=t2 - t1, eval=time.perf_counter() - t2)
+        summary = runs.update_summary(run_dir, {"timings": {k: round(v, 3) for k, v in timings.items()}, "status": "done"},
+                                      drop=("error",))
+    finally:
+        write_run_report(run_dir)
+    runs.mark_complete(run_dir)
+    return summary
 
 
 def _orbit_cameras(cfg: RunConfig, n: int):
@@ -158,14 +250,43 @@ def _orbit_cameras(cfg: RunConfig, n: int):
 
 
 @torch.no_grad()
-def render_orbit(cfg: RunConfig, run_dir: Path, scene) -> Path:
-    """orbit.mp4 (or .gif without ffmpeg): a full turn around the object, Lambertian-shaded."""
+def render_orbit(cfg: RunConfig, run_dir: Path, scene, path: Path | None = None) -> Path:
+    """orbit.mp4 (or .gif without ffmpeg): a full turn around the object, Lambertian-shaded.
+
+    Written to ``path`` (default: the run's ``orbit.mp4``), replacing it only once complete.
+    """
     from .export import write_orbit_video
 
+    target = Path(path) if path is not None else Path(run_dir) / "orbit.mp4"
+    phase(f"rendering {cfg.orbit.frames} orbit frames at {cfg.orbit.resolution}x{cfg.orbit.resolution} -> {target}")
     cams = _orbit_cameras(cfg, cfg.orbit.frames).to(next(scene.parameters()).device)
     frames = torch.cat([scene.render(cams[i : i + 8], shading="lambertian", resolution=cfg.orbit.resolution,
                                      stratified=False)["rgb"].cpu() for i in range(0, len(cams), 8)])
-    return write_orbit_video(frames, Path(run_dir) / "orbit.mp4")
+    with atomic.outputs(target) as out:
+        written = write_orbit_video(frames, out.temp(target))
+        _check_video(written, len(frames), target)
+        final = out.add(written, target.with_suffix(written.suffix))
+    return final
+
+
+def _check_video(path: Path, n_frames: int, target: Path) -> None:
+    """Read the video back: imageio-ffmpeg does not report ffmpeg's failures (a disk full while it writes the trailer)."""
+    try:
+        if path.suffix == ".gif":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                frames = im.n_frames
+        else:
+            import imageio_ffmpeg
+
+            frames = imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+        readable, why = frames == n_frames, f"{frames} of {n_frames} frames"
+    except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is not a whole video
+        readable, why = False, " ".join(str(e).split())[:120]
+    if not readable:
+        cause = OSError(errno.EIO, f"the video written is incomplete ({why})")
+        raise atomic.environment_error(cause, target) or atomic.WriteError(f"could not write {target}: {cause.strerror}") from None
 
 
 @torch.no_grad()
@@ -181,27 +302,57 @@ def save_validation_renders(cfg: RunConfig, scene, path: Path) -> None:
     a = out["opacity"]
     normal = torch.cat(list((out["normal"] * 0.5 + 0.5) * a + (1 - a)), dim=-1)  # on white
     grid = torch.cat([rgb, normal], dim=-2).clamp(0, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, frames_to_uint8(grid[None])[0])
+    with atomic.outputs(path) as out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(out.path(path), frames_to_uint8(grid[None])[0])
 
 
 def export_mesh(cfg: RunConfig, run_dir: Path, scene) -> dict:
-    """Marching cubes -> cleanup -> colours -> mesh/ files. Returns the summary entries."""
+    """Marching cubes -> cleanup -> colours -> mesh/ files (the folder replaced whole), then the mesh file
+    compared with the scene from the validation cameras (``export.fidelity``: renders/fidelity.png). With
+    ``scene.freeze_geometry`` the mesh is ``scene.init_from``'s own, coloured by the scene.
+    Returns the summary entries."""
     from .export import extract_mesh, write_mesh
 
-    mesh = extract_mesh(scene, cfg.export)
-    paths = write_mesh(mesh, scene, Path(run_dir) / "mesh", cfg.export)
-    return {"mesh": {k: str(v) for k, v in paths.items()}, "mesh_vertices": int(len(mesh.vertices)), "mesh_faces": int(len(mesh.faces))}
+    target = Path(run_dir) / "mesh"
+    if cfg.scene.freeze_geometry:
+        from .export.mesh import colour_mesh
+        from .scene.mesh_init import load_init_mesh
+
+        phase(f"colouring the given mesh {cfg.scene.init_from}")
+        mesh = load_init_mesh(cfg.scene.init_from, cfg.export.up_axis, cfg.scene.init_scale, cfg.field.bound)
+        colour_mesh(scene, mesh, cfg.export)
+        mesh.metadata["surface"] = "scene.init_from"
+    else:
+        phase(f"extracting the mesh ({cfg.export.resolution}^3 grid)")
+        mesh = extract_mesh(scene, cfg.export)
+    phase(f"writing {', '.join(cfg.export.formats)} ({len(mesh.faces)} faces) -> {target}")
+    with atomic.outputs(target) as out:
+        written = write_mesh(mesh, scene, out.folder(target), cfg.export)
+    paths = {k: target / Path(v).name for k, v in written.items()}
+    result = {"mesh": {k: str(v) for k, v in paths.items()}, "mesh_vertices": int(len(mesh.vertices)),
+              "mesh_faces": int(len(mesh.faces))}
+    if cfg.export.fidelity:
+        from .export.fidelity import load_exported_mesh, mesh_fidelity
+
+        phase("comparing the mesh file with the scene's renders")
+        mesh_file, linear_colours = load_exported_mesh(paths)
+        cams = _orbit_cameras(cfg, cfg.trainer.val_views or 4).to(next(scene.parameters()).device)
+        result["fidelity"] = mesh_fidelity(scene, mesh_file, cams, cfg.orbit.resolution,
+                                           Path(run_dir) / "renders" / "fidelity.png", linear_colours)
+    return result
 
 
 def evaluate(cfg: RunConfig, run_dir: Path, scene) -> dict | None:
     """Toy-world metrics of the exported mesh, or None when they do not apply (not a toy prompt or prior, eval off)."""
-    from .eval import evaluate_run, is_v2_prompt, load_mesh_world
+    from .eval import evaluate_run, is_v2_prior, is_v2_prompt, load_mesh_world
     from .priors import is_toy_prior
     from .toyworld.prompts import parse_prompt
 
-    colour, shape, _ = parse_prompt(cfg.prompt)
-    if not (cfg.eval.enabled and is_toy_prior(cfg.prior.name_or_path) and ((colour and shape) or is_v2_prompt(cfg.prompt))):
+    colour, shape, _ = parse_prompt(cfg.prompt)  # exactly the grammar, or no toy-world metrics
+    v2 = is_v2_prompt(cfg.prompt) and is_v2_prior(cfg.prior.name_or_path)  # toy world v2's metrics
+    if not (cfg.eval.enabled and is_toy_prior(cfg.prior.name_or_path) and ((colour and shape) or v2)):
         return None
+    phase(f"evaluating against the toy world ({cfg.eval.iou_resolution}^3 IoU grid, the judge's views)")
     return evaluate_run(cfg, load_mesh_world(Path(run_dir), cfg.export.up_axis), scene)
 

@@ -121,14 +121,15 @@ def train(cfg: RunConfig, scene, guidance, prompts, state: TrainState, hooks: Tr
     t_start = time.time() - state.elapsed_s
     while state.step < end and not hooks.should_stop():
         step = state.step
-        # Per-step schedules: learning rates, then the scene's own (VolSDF beta, occupancy grid).
+        # Per-step schedules: learning rates, then the scene's own (VolSDF beta, occupancy grid) and the guidance's.
         factor = lr_factor(step, t.max_steps, t.lr_schedule, t.lr_end_factor)
         for group in state.optimizer.param_groups:
             group["lr"] = group["base_lr"] * (factor if group.get("scheduled", True) else 1.0)
         scene.update_step(step, t.max_steps)
+        guidance.update_step(step, t.max_steps)
 
         # Camera -> render (random shading mode per step, DreamFusion Sec. 3.1).
-        cams = sample_cameras(cfg.camera, generator=state.generator, step=step).to(device)
+        cams = sample_cameras(cfg.camera, generator=state.generator, step=step, max_steps=t.max_steps).to(device)
         shading = sample_shading(cfg.render, state.generator)
         out = scene.render(cams, shading=shading, generator=state.generator,
                            need_normals=shading != "albedo" or t.lambda_orient > 0)
@@ -139,13 +140,15 @@ def train(cfg: RunConfig, scene, guidance, prompts, state: TrainState, hooks: Tr
         losses.update(regularisers(cfg, out))
         loss = sum(weights.get(k, 1.0) * v for k, v in losses.items() if k.startswith("loss_"))
 
-        # Optimiser step, unless the loss or a gradient is not finite (skipped and counted).
+        # Optimiser step, unless the loss or a gradient is not finite, or every gradient is zero (SDS
+        # zeroes non-finite estimates, so nothing would be learnt): such steps are skipped and counted.
         state.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         if finite:
             loss.backward()
-            grads = [p.grad for g in state.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            finite = all(bool(torch.isfinite(g).all()) for g in grads)
+            peaks = [torch.linalg.vector_norm(p.grad, float("inf")) for g in state.optimizer.param_groups
+                     for p in g["params"] if p.grad is not None]  # max |grad| per tensor; NaN if any entry is
+            finite = all(bool(torch.isfinite(m)) for m in peaks) and any(bool(m > 0) for m in peaks)
         if finite:
             state.optimizer.step()
             state.recent_losses = (state.recent_losses + [losses["loss_sds"].item()])[-LOSS_WINDOW:]

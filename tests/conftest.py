@@ -62,3 +62,39 @@ class FringedSphere:
 @pytest.fixture
 def fringed_sphere() -> FringedSphere:
     return FringedSphere()
+
+
+# Tiny random-weight pipelines of the modern families (tests/tiny_pipelines.py), built once per session.
+@pytest.fixture(scope="session")
+def tiny_sd_v_prediction(tmp_path_factory) -> Path:
+    from test_sd_prior import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd2v") / "pipeline", prediction_type="v_prediction")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    from tiny_pipelines import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory) -> Path:
+    from tiny_pipelines import build_tiny_sd3
+
+    return build_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory) -> Path:
+    from tiny_pipelines import build_tiny_flux
+
+    return build_tiny_flux(tmp_path_factory.mktemp("tiny-flux") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_toy_flow(tmp_path_factory) -> Path:
+    from tiny_pipelines import build_tiny_toy_flow
+
+    return build_tiny_toy_flow(tmp_path_factory.mktemp("tiny-toy-flow") / "pipeline")

@@ -24,6 +24,7 @@ def test_a_killed_write_leaves_the_previous_checkpoint_loadable(tmp_path, monkey
         save_checkpoint({"step": 2, "x": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the half-written temporary is gone too
 
 
 def test_corrupt_and_missing_checkpoints_are_clear_errors(tmp_path):

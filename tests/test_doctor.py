@@ -1,6 +1,6 @@
 """`sds3d doctor`: installed pieces, auto backend choices, prior found or not (CPU machine)."""
 
-import json
+import shutil
 
 import pytest
 import torch
@@ -19,32 +19,74 @@ def no_cuda_ext_build(monkeypatch):
     monkeypatch.setattr(encoding, "_chosen", {})
 
 
-def fake_pipeline(root, latent=True, weights=True, drop=()):
-    root.mkdir(parents=True)
-    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    for part in ["unet", "text_encoder", "tokenizer", "scheduler"] + (["vae"] if latent else []):
-        if part in drop:
-            continue
-        (root / part).mkdir()
-        (root / part / "config.json").write_text("{}")
-        if weights and part in ("unet", "text_encoder", "vae"):
-            (root / part / "model.safetensors").write_bytes(b"\0" * 2**20)
-    return root
+def _copy(src, tmp_path, name="copy"):
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
 
 
-def test_check_prior_found_latent_and_pixel(tmp_path):
-    found = doctor.check_prior(str(fake_pipeline(tmp_path / "sd")))
-    assert found["found"] and found["path"] == str(tmp_path / "sd") and "latent (VAE)" in found["detail"]
-    assert "3 MiB" in found["detail"]  # three 1 MiB weight files + small configs
-    pixel = doctor.check_prior(str(fake_pipeline(tmp_path / "px", latent=False)))
-    assert pixel["found"] and "pixel-space" in pixel["detail"]
+def _count(module):
+    return sum(p.numel() for p in module.parameters())
 
 
-def test_check_prior_incomplete_or_missing(tmp_path, monkeypatch):
-    r = doctor.check_prior(str(fake_pipeline(tmp_path / "a", drop=("text_encoder",))))
-    assert not r["found"] and "missing text_encoder/" in r["detail"]
-    r = doctor.check_prior(str(fake_pipeline(tmp_path / "b", weights=False)))
-    assert not r["found"] and "no weights in unet/" in r["detail"] and "no weights in vae/" in r["detail"]
+def test_check_prior_found_latent_and_pixel(tiny_sd3, tiny_pixel_prior):
+    found = doctor.check_prior(str(tiny_sd3))
+    assert found["found"] and found["path"] == str(tiny_sd3) and "latent (VAE)" in found["detail"]
+    size = sum(f.stat().st_size for f in tiny_sd3.rglob("*") if f.is_file())
+    assert f"{size / 2**20:.0f} MiB" in found["detail"]
+    pixel = doctor.check_prior(str(tiny_pixel_prior))
+    assert pixel["found"] and "pixel-space" in pixel["detail"] and pixel["facts"].prediction == "ε" and pixel["facts"].vae is None
+
+
+def test_facts_match_the_loaded_prior_without_loading_it(tiny_sd3, tiny_flux):
+    """Family, classes and parameter counts from the configs alone equal what load_prior builds; CPU memory is fp32 weights."""
+    from sds3d.priors import PriorConfig, load_prior
+
+    for folder, cfg in ((tiny_sd3, {}), (tiny_flux, {"resolution": 16})):
+        facts = doctor.check_prior(str(folder))["facts"]
+        prior = load_prior(str(folder), cfg=PriorConfig(warn_cpu=False, **cfg))
+        assert facts.prediction == "flow" and facts.dtype == torch.float32 and facts.denoiser.cls == type(prior.denoiser).__name__
+        assert facts.denoiser.params == _count(prior.denoiser) and facts.vae.params == _count(prior.vae)
+        assert [(c.slot, c.cls, c.params) for c in facts.text_encoders] == [
+            (n, type(getattr(prior, n)).__name__, _count(getattr(prior, n))) for n in prior.text_encoder_names]
+        assert facts.device_bytes == 4 * _count(prior) and facts.host_bytes == 0
+        assert facts.guidance_distilled == prior.guidance_distilled
+    assert doctor.check_prior(str(tiny_flux))["facts"].guidance_distilled
+
+
+def test_cuda_memory_with_offloaded_text_encoders_and_bf16_weights(tiny_sd3, tmp_path, monkeypatch):
+    from diffusers import SD3Transformer2DModel
+
+    from sds3d.priors.describe import describe_prior
+    from sds3d.priors.loading import PipelineFolder
+
+    folder = _copy(tiny_sd3, tmp_path)
+    SD3Transformer2DModel.from_pretrained(tiny_sd3, subfolder="transformer").to(torch.bfloat16).save_pretrained(folder / "transformer")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    facts = describe_prior(PipelineFolder(folder), device="cuda")
+    assert facts.dtype == facts.shipped == torch.bfloat16
+    encoders = [2 * c.params for c in facts.text_encoders]
+    assert facts.device_bytes == 2 * (facts.denoiser.params + facts.vae.params) + max(encoders)
+    assert facts.host_bytes == sum(encoders)
+    lines = doctor.prior_lines(facts)
+    assert lines[2] == "  dtype         bf16 on cuda (the transformer's weights are stored in bf16)"
+    assert "in CPU RAM (text encoders, offloaded after encoding)" in lines[3]
+    from sds3d.priors import PriorConfig
+
+    no_t5 = describe_prior(PipelineFolder(folder), PriorConfig(t5=False), device="cuda")
+    assert [c.slot for c in no_t5.text_encoders] == ["text_encoder", "text_encoder_2"] and no_t5.dropped == ["text_encoder_3"]
+
+
+def test_check_prior_incomplete_pickled_or_missing(tiny_sd3, tmp_path, monkeypatch):
+    folder = _copy(tiny_sd3, tmp_path, "a")
+    shutil.rmtree(folder / "text_encoder_2")
+    r = doctor.check_prior(str(folder))
+    assert not r["found"] and "missing text_encoder_2/" in r["detail"] and r["path"] == str(folder)
+    folder = _copy(tiny_sd3, tmp_path, "b")
+    for f in (folder / "vae").glob("*.safetensors"):
+        f.rename(f.with_suffix(".bin"))
+    r = doctor.check_prior(str(folder))
+    assert not r["found"] and "diffusion_pytorch_model.bin (a pickle" in r["detail"]
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
@@ -52,10 +94,10 @@ def test_check_prior_incomplete_or_missing(tmp_path, monkeypatch):
     assert not r["found"] and r["path"] is None and "hf download stabilityai/stable-diffusion-2-1-base" in r["detail"]
 
 
-def test_collect_on_this_machine(tmp_path):
+def test_collect_on_this_machine(tiny_sd3):
     from sds3d.fields.encoding import select_backend
 
-    f = doctor.collect(str(fake_pipeline(tmp_path / "sd")))
+    f = doctor.collect(str(tiny_sd3))
     assert f["torch"] == torch.__version__
     assert f["cuda_available"] == torch.cuda.is_available()
     assert f["cuda_ext"] == (False, "does not build: disabled for this test")
@@ -67,10 +109,10 @@ def test_collect_on_this_machine(tmp_path):
     assert f["prior"]["found"]
 
 
-def test_report_text_and_cli(tmp_path, capsys):
+def test_report_text_and_cli(tiny_sd3, capsys):
     from sds3d.cli import main
 
-    folder = fake_pipeline(tmp_path / "sd")
+    folder = tiny_sd3
     assert main(["doctor", "--prior", str(folder)]) == 0
     text = capsys.readouterr().out
     assert text == doctor.report(str(folder)) + "\n"
@@ -84,3 +126,8 @@ def test_report_text_and_cli(tmp_path, capsys):
         assert any(l.startswith("  rendering     torch (auto: device is cpu") for l in lines)
         assert any(l.startswith("  encoding      torch (auto: sds3d.cuda_ext not available") for l in lines)
     assert f"prior {str(folder)!r}: found" in lines
+    at = lines.index(f"prior {str(folder)!r}: found")
+    assert lines[at + 2].startswith("  family        flow (StableDiffusion3Pipeline: SD3Transformer2DModel, ")
+    assert lines[at + 3].startswith("  text encoders text_encoder CLIPTextModelWithProjection ") and "text_encoder_3 T5EncoderModel" in lines[at + 3]
+    if not torch.cuda.is_available():
+        assert lines[at + 4] == "  dtype         fp32 on cpu" and lines[at + 5].endswith("of weights in RAM; activations come on top")

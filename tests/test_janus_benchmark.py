@@ -79,11 +79,38 @@ def test_v1_prompts_keep_v1_metrics(tmp_path, monkeypatch):
     assert ev == evaluate_run(cfg, world_mesh)
 
 
-def test_v2_metrics_only_for_toy_priors_and_enabled_eval(tmp_path, tiny_pixel_prior):
+def test_v2_metrics_only_for_v2_priors_and_enabled_eval(tmp_path, tiny_pixel_prior):
+    import shutil
+
+    from sds3d.eval import is_v2_prior
+
     run = _exported_run(tmp_path, ground_truth_mesh("a red owl", resolution=48))
     assert _evaluate(run, "a red owl", "eval.enabled=false") is None
     assert _evaluate(run, "a red owl", f"prior.name_or_path={tmp_path / 'not-a-prior'}") is None
-    assert _evaluate(run, "a red owl", f"prior.name_or_path={tiny_pixel_prior}")["world"] == "v2"  # any toy prior folder
+    # A v1 toy prior knows no owl: no metrics, and `sds3d eval` says the prompt is not its.
+    assert not is_v2_prior(str(tiny_pixel_prior))
+    assert _evaluate(run, "a red owl", f"prior.name_or_path={tiny_pixel_prior}") is None
+    with pytest.raises(EvalError, match="not a toy-world prompt"):
+        evaluate_run(load_config(V2, ["prompt=a red owl", f"prior.name_or_path={tiny_pixel_prior}"]), load_mesh_world(run, "y"))
+    v2 = tmp_path / "v2-folder"
+    shutil.copytree(tiny_pixel_prior, v2)
+    (v2 / "training.json").write_text(json.dumps({"world": "v2"}))  # as sds3d train-prior --world v2 writes
+    assert is_v2_prior(str(v2)) and is_v2_prior("toy-v2-camera")
+    assert _evaluate(run, "a red owl", f"prior.name_or_path={v2}")["world"] == "v2"
+
+
+def test_prompt_notices_follow_the_priors_world(tmp_path, tiny_pixel_prior):
+    import shutil
+
+    v2 = tmp_path / "v2-folder"
+    shutil.copytree(tiny_pixel_prior, v2)
+    (v2 / "training.json").write_text(json.dumps({"world": "v2"}))
+    check = lambda prompt, prior: pipeline.check_prompt(load_config(V2, [f"prompt={prompt}", f"prior.name_or_path={prior}"]))  # noqa: E731
+    for prompt in ("a red owl", "a red sphere on top of a blue cube", "a blue cube, side view"):
+        assert check(prompt, v2) is None
+    assert check("a red dragon", v2)["unknown_words"] == ["dragon"] and "toy world v2" in check("a red dragon", v2)["notice"]
+    assert check("a red owl", tiny_pixel_prior)["unknown_words"] == ["owl"]  # a v1 prior knows no owl
+    assert check("a red cube", tiny_pixel_prior) is None
 
 
 def test_an_empty_mesh_is_a_one_line_error():

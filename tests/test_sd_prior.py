@@ -442,13 +442,13 @@ def test_v_prediction_prior_samples_like_diffusers_ddim(tiny_sd_v):
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_sample_prediction_prior_is_a_one_line_error(tiny_sd, tmp_path):
+def test_unknown_prediction_type_is_a_one_line_error(tiny_sd, tmp_path):
     import shutil
 
-    folder = tmp_path / "x0"
+    folder = tmp_path / "velocity"
     shutil.copytree(tiny_sd, folder)
     config = folder / "scheduler" / "scheduler_config.json"
-    config.write_text(json.dumps(json.loads(config.read_text()) | {"prediction_type": "sample"}))
-    with pytest.raises(PriorError, match="predicts 'sample'; sds3d supports epsilon and v_prediction") as e:
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"prediction_type": "velocity"}))
+    with pytest.raises(PriorError, match="predicts 'velocity'; sds3d supports epsilon, v_prediction, sample models") as e:
         load_prior(str(folder), cfg=PriorConfig(warn_cpu=False))
     assert "\n" not in str(e.value)

@@ -91,12 +91,13 @@ def make_embeddings(azimuth=(10.0, 100.0, 200.0), elevation=(0.0, 0.0, 0.0), see
     return PromptEmbeddings(Condition(cond), Condition(uncond), az, torch.tensor(elevation), labels, Condition(view_emb))
 
 
-def run(cfg, prior=None, emb=None, seed=0, step=0, rgb=None):
+def run(cfg, prior=None, emb=None, seed=0, step=0, rgb=None, max_steps=1000):
     prior = prior or StubPrior()
     emb = emb or make_embeddings()
     rgb = rgb if rgb is not None else torch.rand(B, C, H, H, generator=torch.Generator().manual_seed(123))
     rgb = rgb.clone().requires_grad_(True)
     guidance = SDSGuidance(cfg, prior)
+    guidance.update_step(step, max_steps)
     out = guidance(rgb, emb, step=step, generator=torch.Generator().manual_seed(seed))
     out["loss_sds"].backward()
     return prior, emb, out, rgb
@@ -232,7 +233,7 @@ def test_timestep_bounds_anneal_t_min_and_clamp():
 @pytest.mark.parametrize("schedule", ["constant", "linear", "sqrt", "step"])
 @pytest.mark.parametrize("step", [0, 500, 1000])
 def test_sampled_t_within_bounds(schedule, step):
-    cfg = GuidanceConfig(t_schedule=schedule, t_min=0.3, t_max=0.98, t_max_end=0.35, anneal_start=0, anneal_end=1000)
+    cfg = GuidanceConfig(t_schedule=schedule, t_min=0.3, t_max=0.98, t_max_end=0.35, anneal_start_fraction=0.0, anneal_end_fraction=1.0)
     lo, hi = timestep_bounds(step, 1000, 0.3, 0.98, schedule, 0.35, None, 0, 1000)
     ts = []
     for seed in range(20):
@@ -242,6 +243,21 @@ def test_sampled_t_within_bounds(schedule, step):
     ts = torch.cat(ts)
     assert ts.min() >= lo and ts.max() <= hi
     assert ts.dtype == torch.int64
+
+
+@pytest.mark.parametrize("max_steps", [200, 600])
+def test_anneal_points_are_fractions_of_the_run(max_steps):
+    # Annealed over [0.25, 0.75] of the run, whatever its length (issue 19, bug 3: a 200-step run never finished annealing).
+    cfg = GuidanceConfig(t_schedule="linear", t_max_end=0.5, anneal_start_fraction=0.25, anneal_end_fraction=0.75)
+    start, end = round(0.25 * max_steps), round(0.75 * max_steps)
+    for step in (0, start, (start + end) // 2, end, max_steps - 1):
+        _, _, out, _ = run(cfg, step=step, max_steps=max_steps)
+        assert (out["t_lo"].item(), out["t_hi"].item()) == timestep_bounds(step, 1000, 0.02, 0.98, "linear", 0.5, None, start, end)
+    _, _, out, _ = run(cfg, step=end, max_steps=max_steps)
+    assert out["t_hi"].item() == 500
+    guidance = SDSGuidance(cfg, StubPrior())
+    with pytest.raises(RuntimeError, match="update_step"):
+        guidance.timestep_bounds(0)
 
 
 def test_deterministic_with_seeded_generator():
@@ -455,12 +471,12 @@ def test_guidance_protocol_holds_no_prior_state():
 
 def test_build_guidance_from_the_registry():
     prior = StubPrior()
-    assert GUIDANCE == {"sds": SDSGuidance}
+    assert GUIDANCE["sds"] is SDSGuidance
     guidance = build_guidance(GuidanceConfig(method="sds", scale=3.0), prior)
     assert type(guidance) is SDSGuidance and guidance.cfg.scale == 3.0 and guidance.prior is prior
     with pytest.raises(GuidanceConfigError) as e:
         build_guidance(GuidanceConfig(method="sdss"), prior)
-    assert str(e.value) == "guidance.method='sdss' is unknown; did you mean 'sds'? (one of sds)"
+    assert str(e.value).startswith("guidance.method='sdss' is unknown; did you mean 'sds'? (one of sds, ")
     assert issubclass(GuidanceConfigError, ValueError)
     with pytest.raises(GuidanceConfigError, match="weighting"):  # the estimator still checks its settings
         build_guidance(GuidanceConfig(weighting="sdss"), prior)

@@ -12,6 +12,7 @@ import pytest
 
 from sds3d.sweep import (RunJob, SweepError, SweepSpec, expand, load_sweep_file, parse_grid_arg, run_folder_name,
                          run_state, run_sweep, split_values)
+from sds3d.runs import mark_complete
 from sds3d.sweep.report import metrics_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +48,7 @@ def fake_train(job: RunJob) -> dict:
     scale = float(getattr(ov, "guidance.scale", 0))
     (run_dir / "summary.json").write_text(json.dumps({"train_seconds": 2.0, "final_loss_sds": 0.25,
                                                       "eval": {"mesh_iou": scale / 100, "colour_error": 0.1, "recognition": 1.0}}))
+    mark_complete(run_dir)
     return {"status": "done"}
 
 
@@ -148,6 +150,7 @@ def test_resume_skips_finished_resumes_unfinished_starts_missing(tmp_path):
     done, unfinished = (sweep / run_folder_name("a red cube", 0, (("guidance.scale", s),)) for s in ("1", "7.5"))
     done.mkdir(parents=True)
     (done / "summary.json").write_text(json.dumps({"train_seconds": 9.0, "final_loss_sds": 0.1}))
+    mark_complete(done)
     (unfinished / "ckpt").mkdir(parents=True)
     (unfinished / "ckpt" / "last.pt").write_bytes(b"x")
     (unfinished / "config.yaml").write_text("prompt: a red cube\n")
@@ -229,7 +232,8 @@ def test_comparison_image_grid_and_cells(tmp_path):
     result = run_sweep(spec, run_fn=fake_train, load=fake_load, log=lambda m: None)
     png = Image.open(result.files["comparison.png"]).convert("RGB")
     label_w, pad, cell, head_h, text_h = 150, 4, 128, 2 * 12 + 8, 3 * 12 + 4
-    assert png.size == (label_w + 2 * (cell + pad) + pad, head_h + 2 * (cell + text_h + pad))
+    grid_h = head_h + 2 * (cell + text_h + pad)
+    assert png.size[0] == label_w + 2 * (cell + pad) + pad and png.size[1] > grid_h  # + the legend (test_sweep_report)
     assert png.getpixel((label_w + pad + cell // 2, head_h + cell // 2)) == (255, 0, 0)  # row 0, column scale=1
     assert png.getpixel((label_w + 2 * pad + cell + cell // 2, head_h + cell // 2)) == (230, 230, 230)  # no render
 

@@ -82,9 +82,18 @@ def test_prompt_grammar():
     assert make_prompt("blue", "torus", "side") == "a blue torus, side view"
     assert len(all_prompts()) == 16 and len(set(all_prompts())) == 16
     assert parse_prompt("a yellow cone, overhead view") == ("yellow", "cone", "overhead")
+    assert parse_prompt("A Yellow Cone!") == ("yellow", "cone", None)
     assert parse_prompt("a purple cat") == (None, None, None)
-    with pytest.warns(UserWarning, match="toy prior's vocabulary"):
-        assert check_vocabulary("a purple cat") == ["purple", "cat"]
+    # Only the grammar is graded: a second object, or any other word, is not "a red cube".
+    for prompt in ("a red cube next to a blue sphere", "a red cube a blue sphere", "a big red cube", "a red cube, front"):
+        assert parse_prompt(prompt) == (None, None, None), prompt
+    unknown, message = check_vocabulary("a purple cat")
+    assert unknown == ["purple", "cat"] and "purple, cat" in message and "red" in message and "\n" not in message
+    unknown, message = check_vocabulary("a red cube next to a blue sphere")
+    assert unknown == ["next", "to"] and "next, to" in message
+    assert check_vocabulary("a red cube a blue sphere") == ([], check_vocabulary("a red cube a blue sphere")[1])
+    assert "is not of that form" in check_vocabulary("a red cube a blue sphere")[1]
+    assert check_vocabulary("a red cube, side view") == ([], None)
 
 
 def test_renderer_batches_and_is_deterministic():

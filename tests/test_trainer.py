@@ -34,7 +34,7 @@ def _logged(run_dir):
 
 
 SCHEDULED = ("trainer.lr_schedule=cosine", "field.density_activation=volsdf", "field.density_bias=sphere_sdf",
-             "field.sdf_beta=0.1", "field.sdf_beta_end=0.02", "camera.late_start_step=3", "camera.late_elevation_deg=[-10,0]")
+             "field.sdf_beta=0.1", "field.sdf_beta_end=0.02", "camera.late_start_fraction=0.5", "camera.late_elevation_deg=[-10,0]")
 
 
 @pytest.mark.parametrize("extra", [(), SCHEDULED], ids=["default", "lr-beta-and-camera-schedules"])
@@ -148,7 +148,7 @@ def test_late_camera_phase_draws_from_its_elevation_range(tmp_path, tiny_pixel_p
 
     monkeypatch.setattr(trainer_mod, "sample_cameras", recording)
     cfg = _cfg(tmp_path, tiny_pixel_prior, "trainer.max_steps=40", "camera.elevation_deg=[30,60]",
-               "camera.late_start_step=20", "camera.late_elevation_deg=[-10,0]")
+               "camera.late_start_fraction=0.5", "camera.late_elevation_deg=[-10,0]")
     _train(cfg, prepare_run_dir(cfg))
     assert [s for s, _ in seen] == list(range(40))
     assert all(30 <= e <= 60 for s, els in seen if s < 20 for e in els)
@@ -169,6 +169,9 @@ class _DriftGuidance(torch.nn.Module):
 
     def param_groups(self):
         return [{"params": [self.theta], "lr": 0.1, "name": "guidance", "scheduled": False}]
+
+    def update_step(self, step, max_steps):
+        self.max_steps = max_steps
 
     def forward(self, rgb, prompts, step, cameras=None, generator=None):
         self.count += 1
@@ -197,6 +200,7 @@ def test_the_loop_needs_no_run_folder_and_resumes_guidance_state_exactly(tmp_pat
     scene, guidance, state, records = _loop(cfg)
     assert [r["step"] for r in records] == [1, 2, 3, 4] and "loss_aux" in records[0]
     assert float(guidance.count) == 4 and 0 < float(guidance.theta.detach()) < 1  # trained by the trainer's optimiser
+    assert guidance.max_steps == 4  # told the run's length, for schedules in fractions of it
     assert state.optimizer.param_groups[-1]["lr"] == 0.1  # "scheduled": False keeps its lr under cosine decay
     assert not (tmp_path / "never").exists()
 

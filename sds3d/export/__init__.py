@@ -1,10 +1,11 @@
-"""Mesh export (marching cubes, cleanup, UV texture, .obj/.glb/.ply) and orbit videos."""
+"""Mesh export (marching cubes, clean-up, UV texture, .obj/.glb/.ply, the fidelity check) and orbit videos."""
 
 from .mesh import (
     EmptyMeshError,
     ExportConfig,
     ExportError,
     auto_threshold,
+    colour_mesh,
     density_grid,
     extract_mesh,
     remove_floaters,
@@ -18,6 +19,7 @@ __all__ = [
     "ExportConfig",
     "ExportError",
     "auto_threshold",
+    "colour_mesh",
     "density_grid",
     "extract_mesh",
     "remove_floaters",

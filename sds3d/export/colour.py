@@ -1,4 +1,5 @@
-"""The albedo a render shows at a surface point: composited along a short ray through it.
+"""The albedo a render shows at a surface point: composited along a short ray through it; and the
+sRGB transfer functions the files need (``files``: "Colour space").
 
 An SDS field's density is a soft shell, and a mesh surface placed at a low opacity (the toy
 default is 10%) lies in its outer fringe, where the albedo is barely trained: rays take only a
@@ -65,3 +66,15 @@ def rendered_albedo(
     if empty.any():  # rays that collect (almost) no weight: the albedo at the point itself
         composited[empty] = torch.from_numpy(query_field(field.albedo, points[empty], device, chunk_size))
     return composited.clamp(0.0, 1.0).numpy()
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB decoding (the transfer function glTF prescribes for colour textures)."""
+    c = np.asarray(c, np.float64)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB encoding, the inverse of ``srgb_to_linear``."""
+    c = np.clip(np.asarray(c, np.float64), 0.0, 1.0)
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1.0 / 2.4) - 0.055)

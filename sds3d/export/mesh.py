@@ -18,6 +18,7 @@ import trimesh
 from skimage.measure import marching_cubes
 
 from ..errors import UserError
+from . import cleanup, files
 from . import texture as texture_mod
 from .colour import rendered_albedo
 from .query import field_device, query_field
@@ -63,6 +64,10 @@ class ExportConfig:
             (glTF / Blender OBJ import convention); ``"z"``: files keep the world frame.
         min_component_fraction: connected components with fewer than this fraction of all faces
             are floaters and are dropped (0 keeps everything).
+        target_faces: decimate to about this many faces (quadric edge collapse, ``cleanup.decimate``);
+            0 keeps marching cubes' faces.
+        smooth_iterations: Taubin smoothing steps after decimation (``cleanup.smooth``: evens out
+            marching cubes' slivers and the field's bumps without shrinking); 0 leaves the vertices.
         albedo: colour of a surface point (vertex or texel): ``"rendered"``, the albedo composited
             along the inward normal ray through it as a render does (``colour.rendered_albedo``);
             ``"surface"``, the field's albedo exactly at the point (in a soft shell's barely
@@ -70,6 +75,8 @@ class ExportConfig:
         texture: ``"auto"``: xatlas UV atlas + baked albedo PNG if ``xatlas`` imports, else vertex
             colours; ``"uv"``: require the atlas; ``"vertex"``: vertex colours only.
         texture_size: albedo texture width = height in pixels.
+        fidelity: after the export, render the mesh file from the validation cameras and compare it
+            with the scene's renders (``fidelity.mesh_fidelity``: summary.json, renders/fidelity.png).
         formats: files to write, any of ``obj``, ``glb``, ``ply``.
         chunk_size: points per field query.
     """
@@ -81,9 +88,12 @@ class ExportConfig:
     up_axis: str = "y"
     albedo: str = "rendered"
     min_component_fraction: float = 0.05
+    target_faces: int = 0
+    smooth_iterations: int = 10
     texture: str = "auto"
     texture_size: int = 512
-    formats: list = dataclass_field(default_factory=lambda: ["obj"])
+    fidelity: bool = True
+    formats: list = dataclass_field(default_factory=lambda: ["obj", "glb"])
     chunk_size: int = 65536
 
     def __post_init__(self) -> None:
@@ -121,6 +131,10 @@ def check_config(cfg: ExportConfig) -> None:
         raise ExportError(f"export.min_component_fraction={cfg.min_component_fraction}; use a value in [0, 1)")
     if int(cfg.texture_size) < 16:
         raise ExportError(f"export.texture_size={cfg.texture_size}; use at least 16 (default 512)")
+    if int(cfg.target_faces) < 0 or 0 < int(cfg.target_faces) < 4:
+        raise ExportError(f"export.target_faces={cfg.target_faces}; use 0 (no decimation) or a face count such as 20000")
+    if int(cfg.smooth_iterations) < 0:
+        raise ExportError(f"export.smooth_iterations={cfg.smooth_iterations}; use 0 (off) or a step count such as 10")
 
 
 def density_grid(field, resolution: int, chunk_size: int = 65536) -> tuple[np.ndarray, float]:
@@ -217,7 +231,7 @@ def remove_floaters(mesh: trimesh.Trimesh, min_component_fraction: float) -> tri
 
 
 def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
-    """Marching cubes of the field's surface, cleaned, with albedo vertex colours. World frame.
+    """Marching cubes of the field's surface, cleaned up (``cleanup``), with albedo vertex colours. World frame.
 
     ``cfg.surface`` picks the scalar grid: the optical depth from outside (``visibility``) or the
     density itself (``density``). The grid is padded with one layer of zeros so surfaces cut by
@@ -226,7 +240,7 @@ def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
     Args:
         field: a field (module docstring contract).
         cfg: export settings; ``resolution``, ``surface``, ``surface_opacity``, ``threshold``,
-            ``min_component_fraction`` are used.
+            ``min_component_fraction``, ``target_faces``, ``smooth_iterations``, ``albedo`` are used.
 
     Returns:
         A mesh with outward faces (positive volume when closed) and RGBA uint8 vertex colours;
@@ -270,12 +284,19 @@ def extract_mesh(field, cfg: ExportConfig | None = None) -> trimesh.Trimesh:
             f"marching cubes at level {level:.3g} found no surface; pass a smaller export.surface_opacity "
             "(or export.surface=density with export.threshold=<number>)"
         )
+    mesh = cleanup.smooth(cleanup.decimate(mesh, int(cfg.target_faces)), int(cfg.smooth_iterations))
     if mesh.is_watertight and mesh.is_winding_consistent and mesh.volume < 0:
         mesh.invert()
-    rgb = surface_albedo(field, mesh.vertices, mesh.vertex_normals, cfg.albedo, cfg.chunk_size)
-    mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=to_rgba8(rgb))
+    colour_mesh(field, mesh, cfg)
     mesh.metadata["surface"] = cfg.surface
     mesh.metadata["iso_level"] = level
+    return mesh
+
+
+def colour_mesh(field, mesh: trimesh.Trimesh, cfg: ExportConfig) -> trimesh.Trimesh:
+    """Give ``mesh`` (world frame, outward faces) the field's albedo as vertex colours (``cfg.albedo``), in place."""
+    rgb = surface_albedo(field, mesh.vertices, mesh.vertex_normals, cfg.albedo, cfg.chunk_size)
+    mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=to_rgba8(rgb))
     return mesh
 
 
@@ -290,7 +311,7 @@ def surface_albedo(field, points: np.ndarray, normals: np.ndarray, mode: str = "
 
 def to_rgba8(rgb: np.ndarray) -> np.ndarray:
     """RGB in [0, 1] (N, 3) -> opaque RGBA uint8 (N, 4)."""
-    # Albedo is written as is (no sRGB encoding) so the mesh looks like the training renders.
+    # The albedo as is: the sRGB-encoded colour the renders show (export.files, "Colour space").
     rgb = np.clip(rgb, 0.0, 1.0)
     return np.concatenate([np.round(rgb * 255.0), np.full((len(rgb), 1), 255.0)], axis=1).astype(np.uint8)
 
@@ -309,12 +330,26 @@ def world_to_file(up_axis: str) -> np.ndarray:
     return T
 
 
+def texture_mode(cfg: ExportConfig, field) -> str:
+    """``uv`` or ``vertex``: what ``cfg.texture`` asks for with this field (``auto``: uv when xatlas imports)."""
+    mode = cfg.texture
+    if mode == "auto":
+        mode = "uv" if (field is not None and texture_mod.xatlas_available()) else "vertex"
+    if mode == "uv":
+        if not texture_mod.xatlas_available():
+            raise ExportError("export.texture=uv needs xatlas: pip install 'sds3d[uv]' (or use export.texture=vertex)")
+        if field is None:
+            raise ExportError("export.texture=uv bakes the field's albedo; pass the field (or use export.texture=vertex)")
+    return mode
+
+
 def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None = None) -> dict:
     """Write the mesh files into ``out_dir`` (a run's ``mesh/`` folder).
 
     Writes ``mesh.obj`` + ``mesh.mtl`` (+ ``albedo.png`` when textured), ``mesh.glb``, ``mesh.ply``
-    as ``cfg.formats`` asks, in the frame of ``cfg.up_axis``, and ``mesh.json`` recording the
-    world -> file transform, the iso level and the texture mode (``sds3d.eval`` reads it).
+    as ``cfg.formats`` asks, in the frame of ``cfg.up_axis`` (``files``: colour space, materials,
+    seams), and ``mesh.json`` recording the world -> file transform, the iso level, the texture
+    mode and the clean-up (``sds3d.eval`` reads it).
 
     Args:
         mesh: world-frame mesh from ``extract_mesh`` (vertex colours).
@@ -331,22 +366,14 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
     mesh_dir = Path(out_dir)
     mesh_dir.mkdir(parents=True, exist_ok=True)
     T = world_to_file(cfg.up_axis)
-
-    mode = cfg.texture
-    if mode == "auto":
-        mode = "uv" if (field is not None and texture_mod.xatlas_available()) else "vertex"
+    mode = texture_mode(cfg, field)
+    vertices = trimesh.transform_points(mesh.vertices, T)
+    normals = np.asarray(mesh.vertex_normals) @ T[:3, :3].T
+    colours = np.asarray(mesh.visual.vertex_colors, np.float64)[:, :3] / 255.0
     if mode == "uv":
-        if not texture_mod.xatlas_available():
-            raise ExportError("export.texture=uv needs xatlas: pip install 'sds3d[uv]' (or use export.texture=vertex)")
-        if field is None:
-            raise ExportError("export.texture=uv bakes the field's albedo; pass the field (or use export.texture=vertex)")
         bake = lambda p, n: surface_albedo(field, p, n, cfg.albedo, cfg.chunk_size)  # noqa: E731
-        out_mesh = texture_mod.textured_mesh(mesh, bake, int(cfg.texture_size))
-    else:
-        out_mesh = mesh.copy()
-    out_mesh.apply_transform(T)
-    vertex_mesh = mesh.copy()
-    vertex_mesh.apply_transform(T)
+        vmapping, uv_faces, uvs, image = texture_mod.bake_atlas(mesh.vertices, mesh.faces, mesh.vertex_normals, bake,
+                                                                int(cfg.texture_size))
 
     paths: dict = {}
     for fmt in cfg.formats:
@@ -354,18 +381,19 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
         if fmt == "obj":
             for stale in [mesh_dir / "mesh.mtl", *mesh_dir.glob("albedo*.png")]:  # from an earlier export
                 stale.unlink(missing_ok=True)
-            out_mesh.export(path, file_type="obj", mtl_name="mesh.mtl", include_normals=True)
-            paths["obj"] = path
-            if (mesh_dir / "mesh.mtl").exists():
-                paths["mtl"] = mesh_dir / "mesh.mtl"
-            pngs = sorted(mesh_dir.glob("albedo*.png"))  # trimesh names the texture after the material
-            if pngs:
-                paths["texture"] = pngs[0]
+            if mode == "uv":
+                paths.update(files.write_obj(path, vertices, normals, mesh.faces, uvs=uvs, uv_faces=uv_faces, image=image))
+            else:
+                paths.update(files.write_obj(path, vertices, normals, mesh.faces, colours=colours))
         elif fmt == "glb":
-            out_mesh.export(path, file_type="glb")
-            paths["glb"] = path
+            if mode == "uv":
+                paths["glb"] = files.write_glb(path, vertices[vmapping], normals[vmapping], uv_faces, uvs=uvs, image=image)
+            else:
+                paths["glb"] = files.write_glb(path, vertices, normals, mesh.faces, colours=colours)
         elif fmt == "ply":
             # PLY readers know vertex colours, not textures.
+            vertex_mesh = mesh.copy()
+            vertex_mesh.apply_transform(T)
             vertex_mesh.export(path, file_type="ply")
             paths["ply"] = path
     meta = {
@@ -375,6 +403,9 @@ def write_mesh(mesh: trimesh.Trimesh, field, out_dir, cfg: ExportConfig | None =
         "surface": mesh.metadata.get("surface"),
         "iso_level": mesh.metadata.get("iso_level"),
         "resolution": int(cfg.resolution),
+        "decimation": mesh.metadata.get("decimation", "none"),
+        "smooth_iterations": int(cfg.smooth_iterations),
+        "sliver_faces": cleanup.sliver_count(mesh),
         "faces": int(len(mesh.faces)),
         "vertices": int(len(mesh.vertices)),
     }

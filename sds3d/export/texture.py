@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import trimesh
 from PIL import Image
 from scipy import ndimage
 
@@ -109,18 +108,22 @@ def bake_albedo(
     if covered.any() and not covered.all():
         _, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
         tex = tex[ri, ci]
-    # Albedo is written as is (no sRGB encoding) so the mesh looks like the training renders.
+    # The albedo as is: the sRGB-encoded colour the renders show (export.files, 'Colour space').
     return Image.fromarray(np.round(tex * 255.0).astype(np.uint8))
 
 
-def textured_mesh(mesh: trimesh.Trimesh, field_albedo, size: int) -> trimesh.Trimesh:
-    """A copy of ``mesh`` with a UV atlas and a baked albedo texture (material ``albedo``)."""
-    vmapping, faces, uvs = unwrap_uv(mesh.vertices, mesh.faces, size)
-    vertices = np.asarray(mesh.vertices)[vmapping]
-    normals = np.asarray(mesh.vertex_normals)[vmapping]
-    image = bake_albedo(field_albedo, vertices, faces, uvs, size, normals)
-    material = trimesh.visual.material.SimpleMaterial(
-        image=image, diffuse=[255, 255, 255, 255], ambient=[255, 255, 255, 255], specular=[0, 0, 0, 255], name="albedo"
-    )
-    visual = trimesh.visual.TextureVisuals(uv=uvs, material=material)
-    return trimesh.Trimesh(vertices=vertices, faces=faces, visual=visual, process=False)
+def bake_atlas(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, field_albedo, size: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Image.Image]:
+    """A UV atlas of a mesh and its baked albedo texture.
+
+    Args:
+        vertices: (V, 3) world positions. faces: (F, 3). normals: (V, 3) outward unit normals.
+        field_albedo: as in ``bake_albedo``. size: texture width = height.
+
+    Returns:
+        vmapping (V',), uv_faces (F, 3) (face f's corners in the atlas; ``vmapping[uv_faces[f]]``
+        is ``faces[f]``), uvs (V', 2) and the texture.
+    """
+    vmapping, uv_faces, uvs = unwrap_uv(vertices, faces, size)
+    image = bake_albedo(field_albedo, np.asarray(vertices)[vmapping], uv_faces, uvs, size, np.asarray(normals)[vmapping])
+    return vmapping, uv_faces, uvs, image

@@ -143,6 +143,30 @@ def density_blob(x: Tensor, kind: str, scale: float, std: float, radius: float =
     return torch.zeros_like(x[:, 0])
 
 
+def mesh_sdf_at(grid: Tensor, x: Tensor, bound: float) -> Tensor:
+    """Trilinear interpolation of a signed distance sampled at the vertices of a regular grid over
+    ``[-bound, bound]^3`` (``scene.mesh_init.mesh_sdf_grid``, index [x, y, z]); the box's faces' values
+    beyond it. Differentiable in ``x``. (N, 3) -> (N,)."""
+    # grid_sample's last axis (x, y, z) indexes the input's (W, H, D), i.e. our (z, y, x).
+    coords = (x / bound).flip(-1).reshape(1, -1, 1, 1, 3).to(grid.dtype)
+    return nn.functional.grid_sample(grid[None, None], coords, mode="bilinear", padding_mode="border",
+                                     align_corners=True).reshape(-1).to(x.dtype)
+
+
+def mesh_density_bias(sdf: Tensor, activation: str, scale: float, beta: float) -> Tensor:
+    """The density bias of ``scene.init_from`` in place of the blob: a step of height ``scale`` at the mesh.
+
+    ``scale tanh(-d / beta)``: +scale inside (the blob's peak), -scale outside (empty), 0 on the mesh,
+    over a width of a few ``beta`` (``field.sdf_beta``, the edge width of a VolSDF field). Unlike the
+    blob's slow ramp ``scale (1 - |x| / std)``, whose opacity reaches 10% only ~0.03 inside a thin
+    shape, the first render shows the mesh. A VolSDF field (``density_activation=volsdf``, whose
+    output 0 is -d) starts from ``-d`` itself, as ``sphere_sdf`` starts from a sphere's. (N,) -> (N,).
+    """
+    if activation == "volsdf":
+        return -sdf
+    return scale * torch.tanh(-sdf / beta)
+
+
 class NeRFField(nn.Module):
     """Density and albedo of a bounded scene. All inputs are world positions (N, 3)."""
 
@@ -163,16 +187,34 @@ class NeRFField(nn.Module):
         # Output 0: raw density; outputs 1..3: albedo logits (one shared trunk, one encoding pass).
         layers.append(nn.Linear(width, 4))
         self.mlp = nn.Sequential(*layers)
+        # A mesh's signed distance (``set_mesh_sdf``); None: the density blob of ``cfg.density_bias``.
+        self.register_buffer("mesh_sdf", None)
+        self.frozen_beta: float | None = None  # set: the density is the mesh's alone (``set_mesh_sdf``)
+
+    def set_mesh_sdf(self, sdf: Tensor, frozen_beta: float | None = None) -> None:
+        """Start the density from a mesh (``sdf``: (R, R, R) over the box, ``mesh_sdf_at``) in place of
+        the blob; with ``frozen_beta``, the density is the mesh's, sigma = Psi_beta(-d) / beta (VolSDF
+        Eq. 2-3), and the MLP's density output is unused (only the albedo trains)."""
+        self.mesh_sdf = sdf.to(next(self.parameters()).device, torch.float32)
+        self.frozen_beta = None if frozen_beta is None else float(frozen_beta)
 
     # -- building blocks ---------------------------------------------------------------------
     def _raw(self, x: Tensor) -> Tensor:
         """Pre-activation outputs (raw density incl. blob, albedo logits). (N, 3) -> (N, 4)."""
         h = self.mlp(self.encoding((x / self.bound + 1.0) * 0.5))
         c = self.cfg
-        bias = density_blob(x, c.density_bias, c.density_blob_scale, c.density_blob_std, c.sdf_init_radius)
+        if self.mesh_sdf is None:
+            bias = density_blob(x, c.density_bias, c.density_blob_scale, c.density_blob_std, c.sdf_init_radius)
+        else:
+            sdf = mesh_sdf_at(self.mesh_sdf, x, self.bound)
+            if self.frozen_beta is not None:
+                return torch.cat([-sdf[:, None], h[:, 1:]], dim=-1)
+            bias = mesh_density_bias(sdf, c.density_activation, c.density_blob_scale, c.sdf_beta)
         return torch.cat([h[:, :1] + bias[:, None], h[:, 1:]], dim=-1)
 
     def _activate_density(self, raw: Tensor) -> Tensor:
+        if self.frozen_beta is not None:
+            return volsdf_density(raw, self.frozen_beta)
         if self.cfg.density_activation == "volsdf":
             return volsdf_density(raw, self.beta)
         return trunc_exp(raw) if self.cfg.density_activation == "exp" else nn.functional.softplus(raw)
@@ -206,6 +248,8 @@ class NeRFField(nn.Module):
     @property
     def surface_density(self) -> float | None:
         """The density on the field's own surface (an SDF's zero level: 1 / (2 beta)), else None."""
+        if self.frozen_beta is not None:
+            return 0.5 / self.frozen_beta
         return 0.5 / float(self.beta) if self.cfg.density_activation == "volsdf" else None
 
     def density(self, x: Tensor) -> Tensor:

@@ -12,13 +12,17 @@ from sds3d.priors.base import Prior
 
 from .base import Guidance
 from .config import GuidanceConfig, GuidanceConfigError, check_guidance_config
+from .flow_sds import FlowSDSGuidance
 from .perp_neg import perp_neg_embeddings, perp_neg_guidance, perpendicular_component
 from .prompts import VIEWS, PromptEmbeddings, PromptError, PromptProcessor, view_prompt
+from .rfds import RFDSGuidance, RFDSRevGuidance
 from .schedules import anneal_progress, timestep_bounds
 from .sds import SDSGuidance
 
 #: guidance.method -> its Guidance class (constructed as cls(cfg, prior)).
 GUIDANCE: dict[str, type[Guidance]] = {"sds": SDSGuidance}
+# Flow-matching priors (SD3, Flux, toy-flow): flow_sds.py, rfds.py.
+GUIDANCE.update({"flow_sds": FlowSDSGuidance, "rfds": RFDSGuidance, "rfds_rev": RFDSRevGuidance})
 
 
 def guidance_class(method: str) -> type[Guidance]:
@@ -43,5 +47,6 @@ __all__ = [
     "GuidanceConfig", "GuidanceConfigError", "check_guidance_config",
     "PromptEmbeddings", "PromptError", "PromptProcessor", "VIEWS", "view_prompt",
     "SDSGuidance", "anneal_progress", "timestep_bounds",
+    "FlowSDSGuidance", "RFDSGuidance", "RFDSRevGuidance",
     "perp_neg_embeddings", "perp_neg_guidance", "perpendicular_component",
 ]

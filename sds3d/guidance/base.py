@@ -11,10 +11,11 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
-from sds3d.cameras import Cameras
+from sds3d.cameras import Cameras, schedule_step
 from sds3d.priors.base import Prior
 
 from .prompts import PromptEmbeddings
+from .schedules import timestep_bounds
 
 
 class Guidance(nn.Module, ABC):
@@ -53,6 +54,25 @@ class Guidance(nn.Module, ABC):
             "loss_*" entries (scalars the trainer weights and sums), diagnostics (0-dim, detached),
             and "prior_calls": the number of prior evaluations this step made (0-dim float).
         """
+
+    #: The run's length, set by ``update_step``: the t anneal's points are fractions of it.
+    max_steps: int | None = None
+
+    def update_step(self, step: int, max_steps: int) -> None:
+        """Per-step schedules before the step (the trainer calls it, as ``Scene.update_step``): the run length."""
+        self.max_steps = max_steps
+
+    def timestep_bounds(self, step: int) -> tuple[int, int]:
+        """Integer (lo, hi), inclusive, of t at training ``step`` from ``self.cfg`` (a GuidanceConfig's t schedule)."""
+        c = self.cfg
+        if c.t_schedule == "constant":
+            start = end = 0
+        elif self.max_steps is None:
+            raise RuntimeError("an annealed t schedule needs the run length: call update_step(step, max_steps) first")
+        else:
+            start, end = (schedule_step(f, self.max_steps) for f in (c.anneal_start_fraction, c.anneal_end_fraction))
+        return timestep_bounds(step, self.prior.num_train_timesteps, c.t_min, c.t_max, c.t_schedule, c.t_max_end, c.t_min_end,
+                               start, end)
 
     def param_groups(self) -> list[dict]:
         """Optimiser groups (``params``, ``lr``, ``name``) of the guidance's own trainable parameters."""

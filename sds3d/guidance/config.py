@@ -28,7 +28,9 @@ class GuidanceConfig:
     ``t_schedule`` anneals (t_lo, t_hi) from (t_min, t_max) to (t_min_end, t_max_end) over the
     steps [anneal_start, anneal_end] with progress p in [0, 1]: constant: no annealing; linear: p;
     sqrt: sqrt(p) (fast early decrease); step: a jump from start to end values at anneal_end.
-    ``t_min_end = None`` keeps t_min fixed.
+    ``t_min_end = None`` keeps t_min fixed. The steps are fractions of the run
+    (``anneal_start_fraction``, ``anneal_end_fraction``: anneal_start = round(fraction * max_steps)),
+    so a shorter run anneals over its own length; a fraction above 1 is never reached.
 
     Weighting w(t) (``prior.schedule.weight``; abar = alphas_cumprod[t]): sds: 1 - abar
     (DreamFusion); uniform: 1; fantasia3d: sqrt(abar) * (1 - abar) (Fantasia3D, as in
@@ -53,8 +55,8 @@ class GuidanceConfig:
     t_schedule: str = "constant"
     t_max_end: float = 0.5
     t_min_end: float | None = None
-    anneal_start: int = 0
-    anneal_end: int = 1000
+    anneal_start_fraction: float = 0.0
+    anneal_end_fraction: float = 1.0
     grad_clip: float | None = None
     grad_clip_mode: str = "norm"
     view_dependent_prompts: bool = True
@@ -84,8 +86,11 @@ def check_guidance_config(cfg: GuidanceConfig) -> None:
     bounds = [("t_min", cfg.t_min), ("t_max", cfg.t_max)]
     if cfg.t_schedule != "constant":
         bounds += [("t_max_end", cfg.t_max_end)] + ([("t_min_end", cfg.t_min_end)] if cfg.t_min_end is not None else [])
-        if cfg.anneal_end < cfg.anneal_start:
-            fail(f"guidance.anneal_end={cfg.anneal_end} is before anneal_start={cfg.anneal_start}; swap them")
+        if cfg.anneal_start_fraction < 0:
+            fail(f"guidance.anneal_start_fraction={cfg.anneal_start_fraction} must be >= 0 (a fraction of trainer.max_steps)")
+        if cfg.anneal_end_fraction < cfg.anneal_start_fraction:
+            fail(f"guidance.anneal_end_fraction={cfg.anneal_end_fraction} is before anneal_start_fraction="
+                 f"{cfg.anneal_start_fraction}; swap them")
     for name, value in bounds:
         if not 0.0 <= value <= 1.0:
             fail(f"guidance.{name}={value} must be a fraction of T in [0, 1] (e.g. 0.02 or 0.98)")

@@ -20,7 +20,6 @@ from .base import Guidance
 from .config import GuidanceConfig, check_guidance_config
 from .perp_neg import perp_neg_embeddings, perp_neg_guidance
 from .prompts import PromptEmbeddings, PromptError
-from .schedules import timestep_bounds
 
 
 def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -52,14 +51,6 @@ class SDSGuidance(Guidance):
         self.cfg = cfg
         for p in prior.parameters():
             p.requires_grad_(False)
-
-    def timestep_bounds(self, step: int) -> tuple[int, int]:
-        """Integer (lo, hi), inclusive, of t at training ``step`` (GuidanceConfig.t_schedule)."""
-        c = self.cfg
-        return timestep_bounds(
-            step, self.prior.num_train_timesteps, c.t_min, c.t_max, c.t_schedule,
-            c.t_max_end, c.t_min_end, c.anneal_start, c.anneal_end,
-        )
 
     def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Cameras | None = None) -> Tensor:
         """eps_hat from one batched prior call (no grad). Shapes: (B, C, h, w); B cameras or None.

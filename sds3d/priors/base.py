@@ -3,7 +3,8 @@
 Guidance talks to this class only, never to a concrete model (DESIGN.md "Prior interface").
 Conventions: ``x`` is the prior's own space (pixels in [-1, 1] for a pixel prior, VAE latents
 for a latent prior), NCHW; ``t`` are integer timesteps in [0, num_train_timesteps); the
-diffusion process and the meaning of a model output are the prior's ``schedule``.
+diffusion process and the meaning of a model output are the prior's ``schedule`` (a flow schedule
+also takes the fractional t of its Euler sampler).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sds3d.cameras import Cameras
 
 from ..errors import UserError
 from .condition import Condition
-from .schedule import Schedule
+from .schedule import Schedule, classifier_free_guidance
 
 
 class PriorError(UserError):
@@ -77,6 +78,35 @@ class Prior(nn.Module, ABC):
     def predict_eps(self, x_t: Tensor, t: Tensor, cond: Condition, cameras: Cameras | None = None) -> Tensor:
         """eps-hat(x_t; y, t): ``predict`` converted by the schedule (one counted call)."""
         return self.schedule.to_eps(self.predict(x_t, t, cond, cameras), x_t, t)
+
+    def predict_guided(self, x_t: Tensor, t: Tensor, cond: Condition, uncond: Condition | None, scale: float,
+                       cameras: Cameras | None = None) -> Tensor:
+        """The guided output, in ``schedule.prediction_type``, from one counted call.
+
+        A CFG prior: ``predict`` on [x_t, x_t] with [cond, uncond] (each camera in both halves),
+        combined by ``classifier_free_guidance`` with ``scale``. A guidance-distilled prior
+        (``guidance_distilled``, e.g. Flux-dev): ``predict`` on x_t with cond and ``scale`` as the
+        value of its guidance embedding; ``uncond`` is not evaluated. ``uncond=None`` asks for the
+        conditional output (scale 1; a CFG prior then evaluates only cond).
+
+        Shapes: x_t (B, C, h, w); t (B,); cond and uncond B rows; B cameras or None.
+        """
+        if self.guidance_distilled:
+            guidance = torch.full((len(cond),), float(scale), device=x_t.device)
+            return self.predict(x_t, t, cond.with_extras(guidance=guidance), cameras)
+        if uncond is None:
+            if scale != 1:
+                raise ValueError(f"predict_guided without an unconditional condition is the conditional output (scale 1), not scale {scale}")
+            return self.predict(x_t, t, cond, cameras)
+        B = x_t.shape[0]
+        twice = None if cameras is None else cameras[torch.arange(B).repeat(2)]
+        out_c, out_u = self.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([cond, uncond]), twice).chunk(2)
+        return classifier_free_guidance(out_u, out_c, scale)
+
+    @property
+    def guidance_distilled(self) -> bool:
+        """Whether the denoiser takes the guidance scale as an input (no unconditional branch)."""
+        return False
 
     @abstractmethod
     def _predict(self, x_t: Tensor, t: Tensor, cond: Condition, cameras: Cameras | None) -> Tensor:

@@ -3,9 +3,10 @@
 Text-to-image denoisers take more than one tensor from their text encoders: Stable Diffusion
 1.x/2.x per-token embeddings only; SDXL also a pooled embedding and its micro-conditioning
 ("time ids": original size, crop, target size); SD3 per-token and pooled embeddings of three
-encoders. A ``Condition`` holds them as one batch whose rows can be indexed, repeated and
-concatenated like a tensor's, so guidance code builds the rows of one batched prior call
-(conditional, unconditional, negatives) without knowing which parts a prior uses.
+encoders (CLIP-L, CLIP-G, T5); Flux T5 tokens and a CLIP pooled embedding. A ``Condition`` holds
+them as one batch whose rows can be indexed, repeated and concatenated like a tensor's, so
+guidance code builds the rows of one batched prior call (conditional, unconditional, negatives)
+without knowing which parts a prior uses.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class Condition:
         tokens: per-token embeddings. Shape: (B, S, D).
         pooled: one pooled embedding per row, or None for priors whose denoiser takes none
             (Stable Diffusion 1.x/2.x, the toy prior). Shape: (B, P).
-        extras: further per-row conditioning by name (e.g. SDXL's ``"time_ids"``, (B, 6)); every
-            entry has the batch dimension first.
+        extras: further per-row conditioning by name (SDXL's ``"time_ids"``, (B, 6); a
+            guidance-distilled prior's ``"guidance"`` scale, (B,)); every entry has the batch
+            dimension first.
     """
 
     tokens: Tensor
@@ -72,6 +74,13 @@ class Condition:
         if len(self) != 1:
             raise ValueError(f"Condition.expand needs a single row; this condition has {len(self)} (index one first)")
         return self.map(lambda x: x.expand(batch, *x.shape[1:]))
+
+    def with_extras(self, **extras: Tensor) -> Condition:
+        """The same rows with ``extras`` added or replaced (each with this condition's B rows first)."""
+        for name, value in extras.items():
+            if value.shape[0] != len(self):
+                raise ValueError(f"Condition.with_extras: {name!r} has {value.shape[0]} rows, the condition {len(self)}")
+        return Condition(self.tokens, self.pooled, {**self.extras, **extras})
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Condition:
         """On ``device``; floating-point parts cast to ``dtype`` (integer extras keep theirs)."""

@@ -1,120 +1,72 @@
-"""A Prior backed by the parts of a diffusers pipeline folder (pixel or latent).
+"""The base of every prior loaded from a diffusers pipeline folder (pixel or latent).
 
-One code path for the shipped toy prior (pixel space, ToyUNet) and Stable Diffusion (latent
-space, UNet2DConditionModel + AutoencoderKL): components are loaded one by one from their
-subfolders with ``from_pretrained``; class names are looked up in an allow-list (files on disk
-are data, never code to import).
+What all of them share is here: the VAE (latent priors: encode with gradient, decode, the
+scaling and shift factors) or pixel space, the working resolution, precision, attention and
+memory options, and text encoders that stay on the CPU between encodings. Each family (sd.py:
+SD 1.x/2.x and the toy priors; sdxl.py; sd3.py; flux.py) loads its denoiser and text encoders
+and writes ``encode_prompts`` and ``_predict``. Components load through ``loading.PipelineFolder``
+(class allow-list, safetensors only, offline).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import contextlib
 
 import torch
-from torch import Tensor
-
-from sds3d.cameras import Cameras
+from torch import Tensor, nn
 
 from .base import Prior, PriorError
-from .condition import Condition
 from .config import PriorConfig, check_prior_config, resolve_dtype
-from .schedule import NoiseSchedule
-
-#: Prediction types of the denoisers sds3d loads (SD 1.x/2.x-base: epsilon; SD 2.x 768: v_prediction).
-SUPPORTED_PREDICTIONS = ("epsilon", "v_prediction")
-
-
-def _unet_classes() -> dict:
-    from diffusers import UNet2DConditionModel
-
-    from .toy_unet import ToyUNet
-
-    return {"UNet2DConditionModel": UNet2DConditionModel, "ToyUNet": ToyUNet}
-
-
-def _dtype_kwarg(module, dtype: torch.dtype) -> dict:
-    # transformers >= 4.56 calls it `dtype`; older releases (and diffusers) `torch_dtype`.
-    if module == "transformers":
-        import transformers
-
-        major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
-        return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
-    return {"torch_dtype": dtype}
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PriorError(f"{path.parent} is not a diffusers pipeline folder: {what} {path.name} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PriorError(f"{path} is corrupt ({e.__class__.__name__}); re-download or re-train the prior") from None
+from .loading import PipelineFolder
+from .schedule import Schedule
 
 
 class DiffusersPrior(Prior):
-    """Text encoder + tokenizer + UNet (+ VAE for latent priors) + the scheduler config's noise schedule."""
+    """Denoiser + text encoders (+ VAE for latent priors) of one pipeline folder, frozen.
 
-    def __init__(
-        self,
-        path: str | Path,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype | None = None,
-        cfg: PriorConfig | None = None,
-    ):
+    Subclasses set ``denoiser_name``, ``text_encoder_names`` and ``COMPONENTS`` (the classes each
+    model folder may hold) and implement ``_load_components`` (denoiser, text encoders,
+    tokenizers), ``_build_schedule``, ``native_latent_size``, ``encode_prompts`` and ``_predict``.
+
+    Attributes:
+        path: the pipeline folder.
+        dtype: the weights' dtype (``PriorConfig.dtype``; an explicit ``dtype`` wins).
+        patch: latent pixels per denoiser patch side (1 for UNets; 2 for SD3's and Flux's patches).
+    """
+
+    denoiser_name = "unet"
+    text_encoder_names: tuple[str, ...] = ("text_encoder",)
+    #: Model folder -> (the class names allowed there, what error messages call it).
+    COMPONENTS: dict[str, tuple[tuple[str, ...], str]] = {}
+    VAE = (("AutoencoderKL",), "VAE")
+    #: Scheduler config classes the family reads (``loading.NOISE_SCHEDULERS`` / ``FLOW_SCHEDULERS``).
+    SCHEDULERS: tuple[str, ...] = ()
+    requires_vae = False
+    patch = 1
+
+    def __init__(self, folder: PipelineFolder, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                 cfg: PriorConfig | None = None):
         super().__init__()
-        from diffusers import DDPMScheduler
-        from transformers import CLIPTextModel, CLIPTokenizer
-
         import diffusers
         import transformers
 
         # Loading bars of a few-MB model are noise in a run's output.
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
-        path = Path(path)
         device = torch.device(device)
+        self.path = folder.path
         self.cfg = cfg = cfg if cfg is not None else PriorConfig()
         check_prior_config(cfg)
-        # fp16 on CUDA, fp32 on CPU (no half-precision ops on CPU); an explicit dtype wins.
-        self.dtype = dtype or resolve_dtype(cfg, device)
-        _read_json(path / "model_index.json", "the pipeline index")
-        missing = [p for p in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / p).is_dir()]
-        if missing:
-            raise PriorError(f"{path} is not a complete diffusers pipeline: missing {', '.join(missing)}/")
-        unet_cfg = _read_json(path / "unet" / "config.json", "the UNet config")
-        unet_cls = _unet_classes().get(unet_cfg.get("_class_name"))
-        if unet_cls is None:
-            raise PriorError(f"{path}/unet is a {unet_cfg.get('_class_name')!r}; sds3d supports {', '.join(_unet_classes())}")
-
-        def load(what, fn):
-            try:
-                return fn()
-            except PriorError:
-                raise
-            except Exception as e:  # corrupt or truncated weights: say which file, not a traceback
-                raise PriorError(f"could not load the {what} of {path}: {str(e).splitlines()[0][:200]}") from None
-
-        self.tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"))
-        self.text_encoder = load("text encoder", lambda: CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **_dtype_kwarg("transformers", self.dtype)))
-        self.unet = load("UNet", lambda: unet_cls.from_pretrained(path, subfolder="unet", **_dtype_kwarg("diffusers", self.dtype)))
-        scheduler = load("scheduler", lambda: DDPMScheduler.from_pretrained(path, subfolder="scheduler"))
-        self.vae = None
-        if (path / "vae").is_dir():
-            from diffusers import AutoencoderKL
-
-            self.vae = load("VAE", lambda: AutoencoderKL.from_pretrained(path, subfolder="vae", **_dtype_kwarg("diffusers", self.dtype)))
-        if scheduler.config.prediction_type not in SUPPORTED_PREDICTIONS:
-            raise PriorError(f"{path} predicts {scheduler.config.prediction_type!r}; sds3d supports {' and '.join(SUPPORTED_PREDICTIONS)} models")
-
-        self.path = path
-        self.schedule = NoiseSchedule(scheduler.config)
+        self.check_folder(folder, cfg)
+        # The weights' own dtype matters only for auto on CUDA (bf16 weights stay bf16).
+        shipped = folder.shipped_dtype(self.denoiser_name) if dtype is None and cfg.dtype == "auto" and device.type == "cuda" else None
+        self.dtype = dtype or resolve_dtype(cfg, device, shipped)
+        self._load_components(folder)
+        self.vae = self._load_vae(folder) if folder.has("vae") else None
         self.latent = self.vae is not None
-        if self.latent:
-            self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-            self.resolution = int(self.unet.config.sample_size) * self.vae_scale_factor
-        else:
-            self.resolution = int(self.unet.config.sample_size)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.latent else 1
+        self.resolution = self._resolution()
+        self.schedule = self._build_schedule(folder)
         self.requires_grad_(False)
         self.eval()
         self.to(device)
@@ -122,59 +74,112 @@ class DiffusersPrior(Prior):
         if self.latent and device.type == "cpu" and cfg.warn_cpu:
             _warn_cpu_once(self)
 
+    @classmethod
+    def model_slots(cls, folder: PipelineFolder, cfg: PriorConfig) -> list[str]:
+        """The model folders this family loads from ``folder`` under ``cfg``: denoiser, text encoders, VAE."""
+        return [cls.denoiser_name, *cls.text_encoder_names] + (["vae"] if cls.requires_vae or folder.has("vae") else [])
+
+    @classmethod
+    def allowed(cls, slot: str) -> tuple[str, ...]:
+        """The class names allowed in a model folder."""
+        return (cls.VAE if slot == "vae" else cls.COMPONENTS[slot])[0]
+
+    @classmethod
+    def check_folder(cls, folder: PipelineFolder, cfg: PriorConfig) -> None:
+        """Raise PriorError naming what the folder lacks (before any weights are read)."""
+        slots = cls.model_slots(folder, cfg)
+        folder.require(*slots, *[s.replace("text_encoder", "tokenizer") for s in slots if s.startswith("text_encoder")], "scheduler")
+        folder.class_name(cls.denoiser_name, cls.allowed(cls.denoiser_name))
+
+    def _load(self, folder: PipelineFolder, slot: str, dtype: torch.dtype | None = None) -> nn.Module:
+        """One model component in ``dtype`` (default: the prior's)."""
+        allowed, what = self.VAE if slot == "vae" else self.COMPONENTS[slot]
+        return folder.load_model(slot, allowed, dtype or self.dtype, what)
+
+    def _load_components(self, folder: PipelineFolder) -> None:
+        raise NotImplementedError
+
+    def _build_schedule(self, folder: PipelineFolder) -> Schedule:
+        raise NotImplementedError
+
+    @property
+    def native_latent_size(self) -> int:
+        """The denoiser's own sample size in its input space (latent pixels, or pixels)."""
+        return int(self.denoiser.config.sample_size)
+
+    def _load_vae(self, folder: PipelineFolder) -> nn.Module:
+        return self._load(folder, "vae", self.vae_dtype(self.dtype, folder.config("vae")))
+
+    @classmethod
+    def vae_dtype(cls, dtype: torch.dtype, vae_config: dict) -> torch.dtype:
+        """The VAE's dtype for a prior in ``dtype`` (the same; a family may keep it in fp32)."""
+        return dtype
+
+    def _resolution(self) -> int:
+        """Pixels per side: ``cfg.resolution`` or the model's own; a whole number of denoiser patches."""
+        step = self.vae_scale_factor * self.patch
+        if self.cfg.resolution is None:
+            return self.native_latent_size * self.vae_scale_factor
+        if self.cfg.resolution % step:
+            raise PriorError(f"prior.resolution={self.cfg.resolution} must be a multiple of {step} for {self.path.name} "
+                             f"(VAE factor {self.vae_scale_factor} x patch {self.patch}); e.g. {max(step, self.cfg.resolution // step * step)}")
+        return self.cfg.resolution
+
     def _apply_runtime_options(self, device: torch.device) -> None:
-        """channels_last + SDPA on CUDA, attention slicing, VAE slicing/tiling, text-encoder offload."""
+        """UNets: SDPA (or plain) attention, attention slicing, channels_last on CUDA; VAE slicing/tiling;
+        text encoders offloaded to the CPU (transformer denoisers keep diffusers' SDPA processors)."""
         cfg = self.cfg
-        if hasattr(self.unet, "set_attn_processor"):  # diffusers' UNets (the toy UNet has its own blocks)
+        denoiser = self.denoiser
+        if self.denoiser_name == "unet" and hasattr(denoiser, "set_attn_processor"):  # the toy UNet has its own blocks
             from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-            self.unet.set_attn_processor(AttnProcessor2_0() if cfg.attention == "sdpa" else AttnProcessor())
+            denoiser.set_attn_processor(AttnProcessor2_0() if cfg.attention == "sdpa" else AttnProcessor())
             if cfg.attention_slicing:
-                self.unet.set_attention_slice("auto")
-        if device.type == "cuda" and cfg.channels_last:
-            self.unet.to(memory_format=torch.channels_last)
+                denoiser.set_attention_slice("auto")
+        if device.type == "cuda" and cfg.channels_last and self.denoiser_name == "unet":
+            denoiser.to(memory_format=torch.channels_last)
         if self.vae is not None:
             self.vae.enable_slicing() if cfg.vae_slicing else self.vae.disable_slicing()
             self.vae.enable_tiling() if cfg.vae_tiling else self.vae.disable_tiling()
         # Text-encoder offload only matters on an accelerator (on CPU it already is "offloaded").
         self._offload_text_encoder = cfg.offload_text_encoder and device.type != "cpu"
         if self._offload_text_encoder:
-            self.text_encoder.to("cpu")
+            for encoder in self.text_encoders:
+                encoder.to("cpu")
+
+    @property
+    def denoiser(self) -> nn.Module:
+        """The UNet or transformer."""
+        return getattr(self, self.denoiser_name)
+
+    @property
+    def text_encoders(self) -> list[nn.Module]:
+        return [e for e in (getattr(self, n, None) for n in self.text_encoder_names) if e is not None]
 
     @property
     def device(self) -> torch.device:
-        # The UNet's device: the text encoder may sit on the CPU (offload_text_encoder).
-        return next(self.unet.parameters()).device
+        # The denoiser's device: the text encoders may sit on the CPU (offload_text_encoder).
+        return next(self.denoiser.parameters()).device
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        side = self.resolution // self.vae_scale_factor if self.latent else self.resolution
-        return (int(self.unet.config.in_channels), side, side)
+        side = self.resolution // self.vae_scale_factor
+        channels = self.vae.config.latent_channels if self.latent else self.denoiser.config.in_channels
+        return (int(channels), side, side)
 
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> Condition:
-        # SD 1.x/2.x and the toy UNet take the per-token embeddings only (no pooled embedding).
-        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
+    @contextlib.contextmanager
+    def on_device(self, encoder: nn.Module):
+        """``encoder`` on the prior's device while the block runs, then back on the CPU when offloaded."""
         device = self.device
-        if self._offload_text_encoder:  # on the GPU only while encoding, then back to the CPU
-            self.text_encoder.to(device)
+        if self._offload_text_encoder:
+            encoder.to(device)
         try:
-            return Condition(self.text_encoder(tokens.input_ids.to(device))[0])
+            yield device
         finally:
             if self._offload_text_encoder:
-                self.text_encoder.to("cpu")
+                encoder.to("cpu")
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-
-    @property
-    def camera_conditioned(self) -> bool:
-        return bool(getattr(self.unet.config, "camera_conditioning", False))
-
-    def _predict(self, x_t: Tensor, t: Tensor, cond: Condition, cameras: Cameras | None) -> Tensor:
-        # The toy UNet's camera embedding reads (elevation, azimuth) in degrees (None: the null camera).
-        extra = {"camera": None if cameras is None else cameras.view_angles.to(self.device)} if self.camera_conditioned else {}
-        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond.tokens.to(self.dtype), **extra).sample
-        return out.to(x_t.dtype)
 
     def encode_images(self, rgb: Tensor) -> Tensor:
         size = (self.resolution, self.resolution)
@@ -184,14 +189,17 @@ class DiffusersPrior(Prior):
         x = rgb * 2.0 - 1.0
         if not self.latent:
             return x
-        # Latent prior: VAE encode with gradient (the SDS gradient reaches the render through it).
-        posterior = self.vae.encode(x.to(self.dtype)).latent_dist
-        return (posterior.sample() * self.vae.config.scaling_factor).to(rgb.dtype)
+        # Latent prior: VAE encode with gradient (the SDS gradient reaches the render through it);
+        # z' = (z - shift) * scale (SD 1.x/2.x/XL have no shift; SD3 and Flux do).
+        posterior = self.vae.encode(x.to(self.vae.dtype)).latent_dist
+        z, shift = posterior.sample(), self.vae.config.get("shift_factor")
+        return ((z if shift is None else z - shift) * self.vae.config.scaling_factor).to(rgb.dtype)
 
     @torch.no_grad()
     def decode(self, x: Tensor) -> Tensor:
         if self.latent:
-            x = self.vae.decode((x / self.vae.config.scaling_factor).to(self.dtype)).sample.to(torch.float32)
+            z, shift = x / self.vae.config.scaling_factor, self.vae.config.get("shift_factor")
+            x = self.vae.decode((z if shift is None else z + shift).to(self.vae.dtype)).sample.to(torch.float32)
         return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
@@ -203,6 +211,12 @@ class DiffusersPrior(Prior):
 # SD-sized models (tiny ones are overhead-bound: the 1.9M test pipeline measured 4.6 ms, 1 thread).
 CPU_UNET_SECONDS_PER_PARAM_PIXEL = 2.72e-12
 CPU_VAE_SECONDS_PER_PARAM_PIXEL = 2.66e-12
+# Transformer denoisers cost ~2 FLOPs per parameter per token (+ attention): seconds per parameter x
+# token x batch row. scripts/bench_prior_step.py --part sd3 --resolution 512 --blocks 1 2 (SD3-medium
+# joint blocks at the real width, CFG batch of 1024 image + 333 text tokens, extrapolated to 24 blocks:
+# 146 s per call) gave 2.65e-11 on 1 thread of this 2-core CPU under a load of 7 (2026-12-01); the SD
+# UNet's constant above, at 2 FLOPs per parameter-token, predicts 2.4e-11 on 2 idle threads.
+CPU_TRANSFORMER_SECONDS_PER_PARAM_TOKEN = 2.65e-11
 
 _cpu_warned: set[str] = set()
 
@@ -211,15 +225,25 @@ def _count(module) -> int:
     return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
 
+def denoiser_tokens(prior: DiffusersPrior) -> int:
+    """Tokens a transformer denoiser attends over per sample: image patches + text tokens."""
+    side = prior.resolution // prior.vae_scale_factor // prior.patch
+    return side * side + int(getattr(prior, "text_tokens", 0))
+
+
 def estimate_cpu_step_seconds(prior: DiffusersPrior, views: int = 1) -> float:
-    """Rough seconds of one SDS step on this kind of CPU: UNet on [x_t, x_t] + VAE encode with grad.
+    """Rough seconds of one SDS step on this kind of CPU: denoiser on [x_t, x_t] + VAE encode with grad.
 
     Args:
         prior: a loaded prior.
         views: renders per step (``camera.batch_size``).
     """
-    h, w = (prior.resolution // prior.vae_scale_factor,) * 2 if prior.latent else (prior.resolution,) * 2
-    seconds = CPU_UNET_SECONDS_PER_PARAM_PIXEL * _count(prior.unet) * h * w * 2 * views
+    rows = 1 if prior.guidance_distilled else 2
+    if prior.denoiser_name == "unet":
+        h = prior.resolution // prior.vae_scale_factor
+        seconds = CPU_UNET_SECONDS_PER_PARAM_PIXEL * _count(prior.denoiser) * h * h * rows * views
+    else:
+        seconds = CPU_TRANSFORMER_SECONDS_PER_PARAM_TOKEN * _count(prior.denoiser) * denoiser_tokens(prior) * rows * views
     if prior.latent:
         seconds += CPU_VAE_SECONDS_PER_PARAM_PIXEL * _count(prior.vae.encoder) * prior.resolution**2 * views
     return seconds
@@ -235,7 +259,8 @@ def _warn_cpu_once(prior: DiffusersPrior) -> None:
     seconds = estimate_cpu_step_seconds(prior)
     warnings.warn(
         f"the latent prior {prior.path.name!r} runs on the CPU (fp32): about {seconds:.3g} s per SDS step per view "
-        f"(estimate; {_count(prior.unet) / 1e6:.3g}M-parameter UNet at {prior.resolution}px); a CUDA GPU is far faster",
+        f"(estimate; {_count(prior.denoiser) / 1e6:.3g}M-parameter {prior.denoiser_name} at {prior.resolution}px); "
+        f"a CUDA GPU is far faster",
         CPUPriorWarning,
         stacklevel=4,  # the caller of load_prior
     )

@@ -6,7 +6,9 @@ integer timesteps t in [0, num_train_timesteps) and what the denoiser predicts f
 (``prediction_type``). ``Schedule`` is the interface, with the parts every such process shares
 (the forward process, the deterministic DDIM step, which for x_t = (1 - sigma) x + sigma eps is
 the Euler step of flow matching); ``NoiseSchedule`` is the DDPM family (alpha_t = sqrt(abar_t),
-sigma_t = sqrt(1 - abar_t)), built from a diffusers scheduler config.
+sigma_t = sqrt(1 - abar_t)), built from a diffusers scheduler config; ``FlowSchedule`` is flow
+matching (alpha_t = 1 - sigma_t, velocity prediction), built from a
+``FlowMatchEulerDiscreteScheduler`` config.
 
 The DDIM step is written here rather than taken from diffusers' ``DDIMScheduler.step``: that
 takes one scalar t for the whole batch and keeps sampler state (``set_timesteps``), while
@@ -19,6 +21,7 @@ the device of ``like`` when a tensor (B, ...) is given to broadcast against.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Mapping
 
@@ -26,6 +29,10 @@ import torch
 from torch import Tensor
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+#: What a flow-matching denoiser predicts: the velocity eps - x (diffusers' name for it).
+FLOW_PREDICTION = "flow_prediction"
+#: The family of a prediction type, as ``sds3d doctor`` names it.
+FAMILIES = {"epsilon": "ε", "v_prediction": "v", "sample": "x0", FLOW_PREDICTION: "flow"}
 #: w(t) of the SDS gradient (DreamFusion Eq. 3), by name (``Schedule.weight``).
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
 
@@ -87,6 +94,24 @@ class Schedule(ABC):
     @abstractmethod
     def ddim_timesteps(self, num_inference_steps: int) -> tuple[Tensor, Tensor]:
         """(t, t_prev) of a deterministic sampler with ``num_inference_steps`` steps, t descending."""
+
+    @property
+    def family(self) -> str:
+        """ε, v, x0 or flow: what the denoiser predicts, in one word."""
+        return FAMILIES[self.prediction_type]
+
+    def model_time(self, t: Tensor) -> Tensor:
+        """The denoiser's timestep input at t (the DDPM family: t itself)."""
+        return t
+
+    def step(self, x_t: Tensor, t: Tensor, t_prev: Tensor, model_output: Tensor) -> Tensor:
+        """One deterministic sampler step from t to t_prev < t with a (guided) model output at
+        (x_t, t): the DDIM step of ``to_eps(model_output)``."""
+        return self.ddim_step(x_t, t, t_prev, self.to_eps(model_output, x_t, t))
+
+    def invert_step(self, x_s: Tensor, s: Tensor, t: Tensor, model_output: Tensor) -> Tensor:
+        """``step`` run from the less noisy s to t > s with the model output at (x_s, s) (inversion)."""
+        return self.ddim_invert_step(x_s, s, t, self.to_eps(model_output, x_s, s))
 
     def add_noise(self, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         """x_t ~ q(x_t | x): alpha_t x + sigma_t eps (DDPM, Ho et al. 2020, Eq. 4)."""
@@ -200,3 +225,125 @@ class NoiseSchedule(Schedule):
         self._ddim.set_timesteps(num_inference_steps)
         t = self._ddim.timesteps.to(torch.long)
         return t, t - self.num_train_timesteps // num_inference_steps
+
+
+class FlowSchedule(Schedule):
+    """Flow matching / rectified flow (Lipman et al. 2023; Liu et al. 2023; Esser et al. 2024, SD3):
+    x_t = (1 - sigma_t) x + sigma_t eps (alpha_t = 1 - sigma_t), and the denoiser predicts the
+    velocity v = d x_t / d sigma = eps - x (``prediction_type`` "flow_prediction").
+
+    sigma_t = shift(u) with u = (t + 1) / T: at integer t in [0, T) these are the training sigmas
+    of diffusers' ``FlowMatchEulerDiscreteScheduler`` in increasing order (its ``sigmas`` reversed),
+    t = T - 1 is pure noise (sigma = 1) and t = -1 the clean end (sigma = 0). t may be fractional:
+    the Euler sampler's steps (``ddim_timesteps``) lie between grid points. The shift is SD3's
+    resolution shift, sigma = s u / (1 + (s - 1) u) (Esser et al. 2024, Eq. 23, s = ``shift``), or
+    with ``use_dynamic_shifting`` (Flux) ``time_shift(mu, 1, u)`` with mu from the image sequence
+    length (``calculate_shift``, as FluxPipeline computes it).
+
+    ε and x0 from a velocity at x_t: eps-hat = x_t + (1 - sigma) v, x0-hat = x_t - sigma v. The
+    sampler step is Euler, x_prev = x_t + (sigma_prev - sigma_t) v (``FlowMatchEulerDiscreteScheduler.step``),
+    which is also the DDIM step (Schedule's docstring); its inversion runs the same step towards
+    the noise end.
+
+    Args:
+        config: a ``FlowMatchEulerDiscreteScheduler`` config (``scheduler_config.json`` as a dict).
+        image_seq_len: the denoiser's image tokens (Flux: (h / 2) (w / 2) latent patches); needed
+            only with ``use_dynamic_shifting``.
+        flux_sigmas: the sampler starts from sigmas linspace(1, 1/n, n), as FluxPipeline passes
+            them (else set_timesteps' own, as StableDiffusion3Pipeline).
+    """
+
+    prediction_type = FLOW_PREDICTION
+
+    def __init__(self, config: Mapping, image_seq_len: int | None = None, flux_sigmas: bool = False):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        self._scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(config))
+        c = self._scheduler.config
+        unsupported = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas",
+                                   "stochastic_sampling", "shift_terminal") if c.get(k)]
+        if unsupported:
+            raise ValueError(f"flow scheduler options {', '.join(unsupported)} are not supported; sds3d uses the Euler sampler's plain sigmas")
+        self.num_train_timesteps = int(c.num_train_timesteps)
+        self.shift = float(c.shift)
+        self.flux_sigmas = flux_sigmas
+        self.mu = None
+        if c.use_dynamic_shifting:
+            if image_seq_len is None:
+                raise ValueError("a flow schedule with use_dynamic_shifting needs the image sequence length (image_seq_len)")
+            from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+            self.mu = calculate_shift(image_seq_len, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+
+    def shifted(self, u: Tensor) -> Tensor:
+        """sigma of the unshifted time u in [0, 1] (u = 0: sigma = 0, u = 1: sigma = 1)."""
+        if self.mu is None:
+            return self.shift * u / (1 + (self.shift - 1) * u)
+        return self._scheduler.time_shift(self.mu, 1.0, u)
+
+    def unshifted(self, sigma: Tensor) -> Tensor:
+        """The inverse of ``shifted``: u with shifted(u) = sigma (float64)."""
+        sigma = sigma.double()
+        if self.mu is None:
+            return sigma / (self.shift - (self.shift - 1) * sigma)
+        scale = math.exp(self.mu) if self._scheduler.config.time_shift_type == "exponential" else self.mu
+        return 1.0 / (1.0 + scale * (1.0 / sigma - 1.0))
+
+    def sigma(self, t: Tensor, like: Tensor | None = None) -> Tensor:
+        # Integer t: float32 as diffusers computes its sigmas; fractional t keep their precision.
+        u = (t + 1).to(torch.float32 if not t.is_floating_point() else t.dtype) / self.num_train_timesteps
+        return _broadcast(self.shifted(u).to(torch.float32), like)
+
+    def alpha(self, t: Tensor, like: Tensor | None = None) -> Tensor:
+        return 1.0 - self.sigma(t, like)
+
+    def model_time(self, t: Tensor) -> Tensor:
+        """sigma_t T: the timestep FlowMatchEulerDiscreteScheduler gives the denoiser."""
+        return self.sigma(t) * self.num_train_timesteps
+
+    def to_eps(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        return x_t + self.alpha(t, x_t) * model_output
+
+    def to_x0(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        return x_t - self.sigma(t, x_t) * model_output
+
+    def to_v(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        return model_output
+
+    def target(self, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """v = eps - x (the conditional flow-matching target, Lipman et al. 2023, Eq. 23 with sigma_min = 0)."""
+        return eps - x
+
+    def weight(self, t: Tensor, kind: str, like: Tensor | None = None) -> Tensor:
+        """The weight of eps-hat - eps, written in this process's sigma_t: sds: sigma_t^2 (DreamFusion's
+        1 - abar_t = sigma_t^2 of the DDPM family); uniform: 1; fantasia3d: alpha_t sigma_t^2
+        (sqrt(abar_t) (1 - abar_t) = alpha_t sigma_t^2)."""
+        sigma = self.sigma(t, like)
+        if kind == "sds":
+            return sigma**2
+        if kind == "uniform":
+            return torch.ones_like(sigma)
+        if kind == "fantasia3d":
+            return (1.0 - sigma) * sigma**2
+        raise ValueError(f"unknown weighting {kind!r}; use one of {', '.join(WEIGHTINGS)}")
+
+    def ddim_timesteps(self, num_inference_steps: int) -> tuple[Tensor, Tensor]:
+        """The Euler sampler's steps as FlowMatchEulerDiscreteScheduler.set_timesteps makes them
+        (with mu when the shift is dynamic, and ``flux_sigmas``: linspace(1, 1/n, n), as the
+        pipelines call it), as fractional t (float64) with sigma(t) = its sigmas; the last t_prev is -1."""
+        import numpy as np
+
+        n = num_inference_steps
+        self._scheduler.set_timesteps(n, sigmas=np.linspace(1.0, 1 / n, n) if self.flux_sigmas else None, mu=self.mu)
+        s = self._scheduler
+        t = self.unshifted(s.sigmas) * self.num_train_timesteps - 1.0
+        return t[:-1], t[1:]
+
+    def step(self, x_t: Tensor, t: Tensor, t_prev: Tensor, model_output: Tensor) -> Tensor:
+        """Euler: x_t + (sigma_prev - sigma_t) v (FlowMatchEulerDiscreteScheduler.step)."""
+        return x_t + (self.sigma(t_prev, x_t) - self.sigma(t, x_t)) * model_output
+
+    def invert_step(self, x_s: Tensor, s: Tensor, t: Tensor, model_output: Tensor) -> Tensor:
+        """The Euler step from s towards the noise end, x_s + (sigma_t - sigma_s) v; to t = T - 1 it is
+        the noise x_s + (1 - sigma_s) v the straight flow through (x_s, v) reaches (RFDS-Rev's inversion)."""
+        return x_s + (self.sigma(t, x_s) - self.sigma(s, x_s)) * model_output

@@ -20,10 +20,15 @@ from .base import Scene
 class NeRFScene(Scene):
     """Field + background + sampler, rendered by the one volume renderer (``render.render``)."""
 
-    def __init__(self, field_cfg, background_cfg, render_cfg: RenderConfig, device: torch.device | str = "cpu"):
+    def __init__(self, field_cfg, background_cfg, render_cfg: RenderConfig, device: torch.device | str = "cpu",
+                 init_sdf: Tensor | None = None, frozen_beta: float | None = None):
+        """``init_sdf``: a mesh's signed-distance grid (``mesh_init.mesh_sdf_grid``) the density starts from
+        in place of the blob; with ``frozen_beta`` the density stays the mesh's (``NeRFField.set_mesh_sdf``)."""
         super().__init__()
         device = torch.device(device)
         self.field = NeRFField(field_cfg).to(device)
+        if init_sdf is not None:
+            self.field.set_mesh_sdf(init_sdf, frozen_beta)
         self.background = Background(background_cfg).to(device)
         self.sampler = build_sampler(render_cfg, self.field.bound, device).to(device)
         self.render_cfg = render_cfg

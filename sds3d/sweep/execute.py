@@ -3,6 +3,8 @@
 Every executor takes the same picklable ``RunJob`` list and a top-level ``run_fn(job) -> dict``
 (default ``run_one``), so tests swap in a fake trainer and Ray ships the function by reference.
 A failed run comes back as ``{"status": "failed", "error": ...}``; it never stops the sweep.
+SIGINT or SIGTERM (``SweepStop``) starts no further run and reaches every running one once:
+each checkpoints and comes back ``{"status": "interrupted"}``.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from ..runs import read_summary, update_summary
+from ..errors import UserError
+from ..runs import RunInUse, is_complete, locked, read_summary, update_summary
 from .grid import SweepError
-
-METRIC_KEYS = ("train_seconds", "final_loss_sds")  # a run is finished when summary.json has these and no error
 
 
 @dataclass
@@ -50,11 +53,60 @@ def threads_per_run(parallel: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // max(1, parallel))
 
 
+class SweepStop:
+    """SIGINT/SIGTERM during a sweep: no new run starts, and each running worker process gets the
+    signal once (workers run in their own session, so a terminal's Ctrl-C reaches them only so)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._procs: set = set()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handler(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                proc.send_signal(signum)
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen | None:
+        """Start a worker (None once stopping); it gets the stop signal even if it came while starting."""
+        with self._lock:
+            if self.signum is not None:
+                return None
+            proc = subprocess.Popen(*args, start_new_session=True, **kwargs)
+            self._procs.add(proc)
+        return proc
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+INTERRUPTED = {"status": "interrupted"}
+
+
 def run_state(run_dir: Path) -> str:
-    """``"done"`` (summary.json with metrics, no error), ``"resume"`` (ckpt/last.pt) or ``"start"``."""
+    """``"done"`` (the completion marker, no error), ``"resume"`` (ckpt/last.pt) or ``"start"``."""
     run_dir = Path(run_dir)
-    summary = read_summary(run_dir)
-    if all(k in summary for k in METRIC_KEYS) and not summary.get("error"):
+    if is_complete(run_dir) and not read_summary(run_dir).get("error"):
         return "done"
     if (run_dir / "ckpt" / "last.pt").is_file() and (run_dir / "config.yaml").is_file():
         return "resume"
@@ -67,9 +119,12 @@ def _error_text(e: BaseException) -> str:
 
 
 def record_failure(run_dir: Path, error: str) -> dict:
-    """Record the error in the run's summary.json."""
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    update_summary(run_dir, {"status": "failed", "error": error})
+    """Record the error in the run's summary.json (not in a folder another process holds, nor past a full disk)."""
+    try:
+        with locked(run_dir):
+            update_summary(run_dir, {"status": "failed", "error": error})
+    except UserError:
+        pass
     return {"status": "failed", "error": error}
 
 
@@ -80,22 +135,22 @@ def run_one(job: RunJob) -> dict:
         ``{"status": "done"}`` or ``{"status": "failed", "error": "<Type>: <message>"}`` (also
         written into the run's summary.json). Ctrl-C still propagates.
     """
-    from ..checkpoint import TrainingInterrupted
+    from ..checkpoint import Interrupted
     from ..config import load_config
     from ..pipeline import run
-    from ..runs import prepare_run_dir
+    from ..runs import open_existing, open_run
 
     try:
         cfg = load_config(job.config, job.overrides)
-        if job.mode == "resume":
-            run_dir = Path(job.run_dir)
-        else:
-            run_dir = prepare_run_dir(cfg, overwrite=True)  # a leftover without checkpoint: start clean
-        run(cfg, run_dir, resume=job.mode == "resume")
-        update_summary(run_dir, {"status": "done", "error": None})
+        # A leftover without a checkpoint starts clean (the sweep named the folder; only its own files go).
+        folder = open_existing(job.run_dir) if job.mode == "resume" else open_run(cfg, overwrite=True)
+        with folder as run_dir:
+            run(cfg, run_dir, resume=job.mode == "resume")
         return {"status": "done"}
-    except (KeyboardInterrupt, TrainingInterrupted):
+    except (KeyboardInterrupt, Interrupted):
         raise
+    except RunInUse as e:  # another process runs it: its folder is not this sweep's to write
+        return {"status": "failed", "error": _error_text(e)}
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the sweep goes on
         return record_failure(Path(job.run_dir), _error_text(e))
 
@@ -114,49 +169,73 @@ def _resolve_fn(ref: str) -> Callable:
 
 def worker_main(argv: list[str]) -> int:
     """``python -m sds3d.sweep.worker FN_REF JOB_JSON``: run one job, print its result as JSON."""
+    from ..checkpoint import Interrupted
+
     fn = _resolve_fn(argv[0])
-    result = fn(RunJob(**json.loads(argv[1])))
+    try:
+        result, code = fn(RunJob(**json.loads(argv[1]))), 0
+    except Interrupted as e:
+        result, code = {**INTERRUPTED, "error": str(e)}, e.exit_code
+    except KeyboardInterrupt:
+        result, code = dict(INTERRUPTED), 130
     print("SDS3D_SWEEP_RESULT " + json.dumps(result), flush=True)
-    return 0
+    return code
 
 
-def run_sequential(jobs: list[RunJob], run_fn: Callable, on_result: Callable[[RunJob, dict], None]) -> None:
-    """One run after another in this process."""
+def run_sequential(jobs: list[RunJob], run_fn: Callable, on_result: Callable[[RunJob, dict], None],
+                   stop: SweepStop | None = None) -> None:
+    """One run after another in this process; a signal (inside a run: its checkpoint) ends the loop."""
+    from ..checkpoint import Interrupted
+
+    stop = stop or SweepStop()
     for job in jobs:
+        if stop():
+            return
         try:
             result = run_fn(job)
+        except Interrupted as e:
+            stop.signum = stop.signum or e.signum or signal.SIGINT
+            on_result(job, {**INTERRUPTED, "error": str(e)})
+            return
         except KeyboardInterrupt:
-            raise
+            stop.signum = stop.signum or signal.SIGINT
+            on_result(job, dict(INTERRUPTED))
+            return
         except Exception as e:  # noqa: BLE001 - a run_fn that raises still only fails its run
-            interrupted = getattr(sys.modules.get("sds3d.checkpoint"), "TrainingInterrupted", ())
-            if interrupted and isinstance(e, interrupted):  # Ctrl-C inside the trainer stops the sweep
-                raise
             result = record_failure(Path(job.run_dir), _error_text(e))
         on_result(job, result)
 
 
-def _run_subprocess(job: RunJob, fn_ref: str, log_path: Path) -> dict:
+def _run_subprocess(job: RunJob, fn_ref: str, log_path: Path, stop: SweepStop) -> dict:
     env = dict(os.environ)
     # The child imports exactly what this process can (tests pass fakes defined in tests/).
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "sds3d.sweep.worker", fn_ref, json.dumps(asdict(job))],
-                              stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-    for line in reversed(proc.stdout.splitlines()):
+        proc = stop.popen([sys.executable, "-m", "sds3d.sweep.worker", fn_ref, json.dumps(asdict(job))],
+                          stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        if proc is None:  # the sweep is stopping: this run does not start
+            return dict(INTERRUPTED)
+        try:
+            stdout, _ = proc.communicate()
+        finally:
+            stop.done(proc)
+    for line in reversed(stdout.splitlines()):
         if line.startswith("SDS3D_SWEEP_RESULT "):
             return json.loads(line.split(" ", 1)[1])
+    if stop():  # killed by the forwarded signal before its own handler was installed
+        return dict(INTERRUPTED)
     tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:]
     error = f"worker exited with status {proc.returncode}" + (f": {tail[0].strip()[:400]}" if tail else "")
     return record_failure(Path(job.run_dir), error)
 
 
 def run_processes(jobs: list[RunJob], run_fn: Callable, n: int, log_dir: Path,
-                  on_result: Callable[[RunJob, dict], None]) -> None:
+                  on_result: Callable[[RunJob, dict], None], stop: SweepStop | None = None) -> None:
     """``n`` runs at a time, each in its own ``python -m sds3d.sweep.worker`` process (log in log_dir)."""
-    ref = _fn_ref(run_fn)
+    ref, stop = _fn_ref(run_fn), stop or SweepStop()
     with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
-        futures = {pool.submit(_run_subprocess, job, ref, Path(log_dir) / f"{job.name}.log"): job for job in jobs}
+        futures = {pool.submit(_run_subprocess, job, ref, Path(log_dir) / f"{job.name}.log", stop): job for job in jobs}
         for fut in as_completed(futures):
             on_result(futures[fut], fut.result())
 
@@ -224,11 +303,13 @@ def connect_ray(address: str | None, local_cpus: int, env_vars: dict | None = No
 
 
 def run_ray(jobs: list[RunJob], run_fn: Callable, address: str | None, cpus_per_run: int, local_cpus: int,
-            on_result: Callable[[RunJob, dict], None]) -> None:
+            on_result: Callable[[RunJob, dict], None], stop: SweepStop | None = None) -> None:
     """Every run as a Ray task: ``num_gpus=1`` when the cluster has GPUs, else ``num_cpus=cpus_per_run``.
 
-    On a remote cluster the sweep folder and the config must be on storage every node sees.
+    On a remote cluster the sweep folder and the config must be on storage every node sees. On a
+    stop, every pending task is cancelled (a KeyboardInterrupt in it: a running one checkpoints).
     """
+    stop = stop or SweepStop()
     # A local Ray's workers import what this process can (tests pass fakes defined in tests/).
     env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)} if not address else None
     ray, started = connect_ray(address, local_cpus, env)
@@ -236,15 +317,26 @@ def run_ray(jobs: list[RunJob], run_fn: Callable, address: str | None, cpus_per_
         gpu = ray.cluster_resources().get("GPU", 0) >= 1
         task = ray.remote(run_fn).options(num_gpus=1, num_cpus=1) if gpu else ray.remote(run_fn).options(num_cpus=cpus_per_run)
         pending = {task.remote(job): job for job in jobs}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                job = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as e:  # noqa: BLE001 - RayTaskError, worker crash, OOM kill: the run failed
-                    result = record_failure(Path(job.run_dir), _error_text(getattr(e, "cause", None) or e))
-                on_result(job, result)
+        with stop.installed():  # after ray.init, which may install handlers of its own
+            _wait_ray(ray, pending, stop, on_result)
     finally:
         if started:
             ray.shutdown()
+
+
+def _wait_ray(ray, pending: dict, stop: SweepStop, on_result: Callable[[RunJob, dict], None]) -> None:
+    """Report each task as it ends; on a stop, cancel the pending ones and report them interrupted."""
+    cancelled = False
+    while pending:
+        if stop() and not cancelled:
+            for ref in pending:
+                ray.cancel(ref)
+            cancelled = True
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        for ref in done:
+            job = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - RayTaskError, worker crash, OOM kill: the run failed
+                result = dict(INTERRUPTED) if cancelled else record_failure(Path(job.run_dir), _error_text(getattr(e, "cause", None) or e))
+            on_result(job, result)

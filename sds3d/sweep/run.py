@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import atomic
+from ..checkpoint import Interrupted
+from ..config import literal
 from ..paths import slugify
-from .execute import RunJob, available_cores, check_ray_address, run_one, run_processes, run_ray, run_sequential, run_state, threads_per_run
+from ..runs import locked
+from .execute import (RunJob, SweepStop, available_cores, check_ray_address, run_one, run_processes, run_ray, run_sequential,
+                      run_state, threads_per_run)
 from .grid import RunSpec, SweepError, SweepSpec, expand
-from .report import collect_rows, write_comparison, write_csv, write_markdown
+from .report import collect_rows, write_comparison, write_csv, write_index, write_markdown
 
 
 @dataclass
@@ -86,7 +91,7 @@ def _write_sweep_file(spec: SweepSpec, sweep_dir: Path) -> None:
     data = {"config": os.path.relpath(Path(spec.config).resolve(), sweep_dir.resolve()),
             "grid": {k: ",".join(v) for k, v in spec.grid.items()}, "prompts": list(spec.prompts),
             "seeds": list(spec.seeds), "out": str(sweep_dir), "overrides": list(spec.overrides)}
-    (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
+    atomic.write_text(sweep_dir / "sweep.yaml", OmegaConf.to_yaml(OmegaConf.create(literal(data))))
 
 
 def _log(msg: str) -> None:
@@ -98,8 +103,10 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
               log: Callable[[str], None] = _log) -> SweepResult:
     """Run every point of ``spec`` as an ordinary run folder under the sweep folder, then report.
 
-    Finished runs (summary.json with metrics, no error) are skipped, runs with ``ckpt/last.pt``
-    resume, the others start. A failed run is recorded and the sweep goes on.
+    Finished runs (their completion marker) are skipped, runs with ``ckpt/last.pt`` resume, the
+    others start. A failed run is recorded and the sweep goes on. The sweep folder is locked
+    (a second sweep on it exits 2 naming this one's pid). SIGINT/SIGTERM: no new run starts, the
+    running ones checkpoint, the report is written, and ``Interrupted`` is raised (exit 130/143).
 
     Args:
         spec: base config, grid, prompts, seeds, out folder, fixed overrides.
@@ -112,6 +119,10 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
 
     Returns:
         SweepResult with the rows of summary.csv and the paths of the report files.
+
+    Raises:
+        SweepError: a bad spec (before anything runs); RunInUse: another sweep holds the folder;
+        Interrupted: stopped by a signal (the report of what finished is written).
     """
     if jobs < 1:
         raise SweepError(f"--jobs {jobs} must be at least 1")
@@ -130,8 +141,13 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SweepError(f"cannot create the sweep folder {sweep_dir} ({e.strerror or e}); choose another with --out") from None
-    _write_sweep_file(spec, sweep_dir)
+    with locked(sweep_dir, "sweep folder"):
+        return _run_locked(spec, sweep_dir, planned, jobs, ray, ray_address, run_fn, log, cores, extra)
 
+
+def _run_locked(spec: SweepSpec, sweep_dir: Path, planned: list, jobs: int, ray: bool, ray_address: str | None,
+                run_fn: Callable, log: Callable[[str], None], cores: int, extra: list[str]) -> SweepResult:
+    _write_sweep_file(spec, sweep_dir)
     statuses: dict[str, str] = {}
     todo: list[RunJob] = []
     for run, overrides in planned:
@@ -152,17 +168,29 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
         err = f": {result.get('error')}" if statuses[job.name] == "failed" else ""
         log(f"[{done_count[0]}/{len(todo)}] {statuses[job.name]} {job.name}{err}")
 
+    stop = SweepStop()
     if todo:
-        if ray:
-            run_ray(todo, run_fn, ray_address or None, threads_per_run(jobs if jobs > 1 else cores, cores), cores, on_result)
-        elif jobs > 1:
-            run_processes(todo, run_fn, jobs, sweep_dir / "logs", on_result)
-        else:
-            run_sequential(todo, run_fn, on_result)
+        with stop.installed():
+            if ray:
+                run_ray(todo, run_fn, ray_address or None, threads_per_run(jobs if jobs > 1 else cores, cores), cores, on_result, stop)
+            elif jobs > 1:
+                run_processes(todo, run_fn, jobs, sweep_dir / "logs", on_result, stop)
+            else:
+                run_sequential(todo, run_fn, on_result, stop)
 
     runs: list[RunSpec] = [r for r, _ in planned]
+    for run in runs:
+        if stop() and run.name not in statuses:
+            statuses[run.name] = "interrupted"
     rows = collect_rows(runs, sweep_dir, statuses)
     files = {"summary.csv": write_csv(rows, sweep_dir / "summary.csv"),
              "summary.md": write_markdown(rows, sweep_dir / "summary.md", list(spec.grid), title=f"sds3d sweep {sweep_dir.name}"),
              "comparison.png": write_comparison(rows, runs, sweep_dir, sweep_dir / "comparison.png")}
+    files["index.html"] = write_index(rows, runs, sweep_dir, sweep_dir / "index.html", list(spec.grid),
+                                      title=f"sds3d sweep {sweep_dir.name}")
+    if stop():
+        finished = sum(statuses.get(r.name) == "done" for r in runs)
+        raise Interrupted(f"sweep interrupted ({Interrupted.signal_name(stop.signum)}): {finished} of {len(runs)} runs done, "
+                          f"the running ones checkpointed; re-run the same command to go on ({sweep_dir / 'summary.md'})",
+                          stop.signum)
     return SweepResult(sweep_dir, rows, files)

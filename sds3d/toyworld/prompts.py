@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 
 from .world import COLOURS, SHAPES, VIEWS
 
@@ -19,25 +18,33 @@ def all_prompts() -> list[str]:
     return [make_prompt(c, s) for c in COLOURS for s in SHAPES]
 
 
+ARTICLES = ("a", "an", "the")
+
+
 def parse_prompt(prompt: str) -> tuple[str | None, str | None, str | None]:
-    """(colour, shape, view) named in a prompt, None where a part is absent or unknown."""
+    """(colour, shape, view) of a prompt of the grammar, else (None, None, None).
+
+    Case, punctuation and the article aside, the prompt must be exactly ``{colour} {shape}`` or
+    ``{colour} {shape}, {view} view``: "a red cube next to a blue sphere" is not "a red cube".
+    """
     words = re.findall(r"[a-z]+", prompt.lower())
-    colour = next((w for w in words if w in COLOURS), None)
-    shape = next((w for w in words if w in SHAPES), None)
-    view = next((w for w in words if w in VIEWS), None)
-    return colour, shape, view
+    if words[:1] and words[0] in ARTICLES:
+        words = words[1:]
+    if len(words) in (2, 4) and words[0] in COLOURS and words[1] in SHAPES:
+        if len(words) == 2:
+            return words[0], words[1], None
+        if words[2] in VIEWS and words[3] == "view":
+            return words[0], words[1], words[2]
+    return None, None, None
 
 
-def check_vocabulary(prompt: str) -> list[str]:
-    """Words of the prompt the toy world does not know; warns once naming the vocabulary."""
-    known = set(COLOURS) | set(SHAPES) | set(VIEWS) | {"a", "an", "the", "view"}
-    unknown = [w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in known]
-    colour, shape, _ = parse_prompt(prompt)
-    if unknown or colour is None or shape is None:
-        warnings.warn(
-            f"prompt {prompt!r} is outside the toy prior's vocabulary "
-            f"(colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}; views: {', '.join(VIEWS)}); "
-            "expect a generic blob",
-            stacklevel=2,
-        )
-    return unknown
+def check_vocabulary(prompt: str) -> tuple[list[str], str | None]:
+    """(the words of ``prompt`` the toy world does not know, a one-line notice or None for a grammar prompt)."""
+    known = set(COLOURS) | set(SHAPES) | set(VIEWS) | set(ARTICLES) | {"view"}
+    unknown = list(dict.fromkeys(w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in known))
+    if parse_prompt(prompt)[1] is not None:
+        return unknown, None
+    why = f"has words it does not know ({', '.join(unknown)})" if unknown else "is not of that form"
+    return unknown, (f"the toy prior knows prompts 'a {{colour}} {{shape}}[, {{view}} view]' with colours {', '.join(COLOURS)}; "
+                     f"shapes {', '.join(SHAPES)}; views {', '.join(VIEWS)}. {prompt!r} {why}: expect a generic blob, "
+                     "and no toy-world metrics")

@@ -1,17 +1,28 @@
-"""Train the embedded toy prior: a text-conditioned epsilon-prediction diffusion model of the toy world.
+"""Train the embedded toy priors: text-conditioned diffusion models of the toy world, with the
+epsilon objective (the toy prior) or the rectified-flow objective (the toy flow prior).
 
 Writes a diffusers-layout folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json)
-that ``sds3d.priors.load_prior("toy")`` loads through the same code path as Stable Diffusion.
-The data are toy-world renders (``toyworld.dataset``); noising and the training target are the
-prior's noise schedule's (``NoiseSchedule.add_noise`` / ``target``).
+that ``sds3d.priors.load_prior("toy")`` (``"toy-flow"``) loads through the same code path as
+Stable Diffusion (SD3). The data are toy-world renders (``toyworld.dataset``); noising, the
+denoiser's timestep input and the training target are the prior's schedule's
+(``add_noise`` / ``model_time`` / ``target``).
 
     sds3d train-prior                 # ~45 min on 2 CPU cores (or: python scripts/train_toy_prior.py)
     sds3d train-prior --resume        # continue from the last checkpoint
+    sds3d train-prior --objective flow --init-from sds3d/assets/toy-prior   # see scripts/train_toy_flow_prior.py
 
 Recipe (DESIGN.md "The toy prior"): 24k renders (32x32) of 4 shapes x 4 colours from the toy
 camera distribution, prompts "a {colour} {shape}, {view} view"; DDPM (Ho et al. 2020) epsilon
 objective, linear betas 1e-4..0.02, T = 1000; condition dropout 12% (classifier-free guidance,
 Ho & Salimans 2022) and view-suffix dropout 10%; AdamW, EMA of the weights.
+
+``--objective flow``: the same model and data with the rectified-flow / conditional flow-matching
+objective (Liu et al. 2023; Lipman et al. 2023): x_t = (1 - sigma) x + sigma eps, the UNet
+predicts v = eps - x from x_t and sigma T (FlowMatchEulerDiscreteScheduler's timestep), with
+sigma = (t + 1) / T for t ~ U{0, ..., T - 1} (uniform: SD3 trains on a logit-normal density, but
+score distillation draws t uniformly over most of [0, T), so every level is trained alike) and
+no shift (shift 1: SD3's shift grows with the image size, and 32 x 32 pixels are fewer
+dimensions than SD3's smallest latents). The config is saved as a FlowMatchEulerDiscreteScheduler.
 
 ``--world v2`` trains on toy world v2's data instead (``toyworld.v2.dataset.training_set``: v1's
 renders plus the faced objects and compositions, front-biased and sparsely captioned); its
@@ -77,20 +88,24 @@ def build_tokenizer(max_length: int, work_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="sds3d train-prior", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=None, help="the prior folder (default: the shipped v1 prior's)")
+    ap = argparse.ArgumentParser(prog="sds3d train-prior", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the prior folder to write (diffusers layout); default: sds3d/assets/toy-prior (toy-flow-prior with --objective flow)")
+    ap.add_argument("--objective", choices=["epsilon", "flow"], default="epsilon",
+                    help="epsilon: DDPM's eps target; flow: the rectified-flow velocity target")
     ap.add_argument("--work-dir", type=Path, default=Path("data") / "toy-prior-train", help="checkpoints for --resume")
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=6000, help="optimiser steps")
+    ap.add_argument("--batch-size", type=int, default=64, help="images per step")
     ap.add_argument("--images-per-pair", type=int, default=1500, help="renders per (shape, colour)")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--ema-decay", type=float, default=0.995)
-    ap.add_argument("--cond-dropout", type=float, default=0.12)
-    ap.add_argument("--view-dropout", type=float, default=0.10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    ap.add_argument("--ema-decay", type=float, default=0.995, help="decay of the EMA weights that are saved")
+    ap.add_argument("--cond-dropout", type=float, default=0.12, help="fraction of samples trained with the empty prompt (for CFG)")
+    ap.add_argument("--view-dropout", type=float, default=0.10, help="fraction of samples trained without the view words")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the data and the initial weights")
     ap.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N steps (0: only at the end or on Ctrl-C)")
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work-dir")
     ap.add_argument("--camera-conditioning", action="store_true",
                     help="also condition on the exact camera (elevation, azimuth), MVDream-style")
     ap.add_argument("--camera-dropout", type=float, default=0.1, help="fraction of samples trained with the null camera")
@@ -105,9 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, name) <= 0:
             _fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be positive")
     if args.out is None:
-        if args.world == "v2":  # never over the shipped v1 prior
+        if args.world == "v2":  # never over a shipped v1 prior
             _fail("--world v2 needs --out FOLDER (the v2 priors' stages: python scripts/train_toy_prior_v2.py)")
-        args.out = PACKAGE / "assets" / "toy-prior"
+        args.out = PACKAGE / "assets" / ("toy-prior" if args.objective == "epsilon" else "toy-flow-prior")
     if args.dataset_cache is not None and args.world == "v1":
         _fail("--dataset-cache caches the v2 data set; add --world v2 or drop it")
     if args.ckpt_every < 0:
@@ -116,11 +131,11 @@ def main(argv: list[str] | None = None) -> None:
         if not 0.0 <= getattr(args, name) <= 1.0:
             _fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be a fraction in [0, 1]")
 
-    from diffusers import DDPMScheduler
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
     from diffusers.training_utils import EMAModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ..priors import TOY_PIPELINE_CLASS, NoiseSchedule
+    from ..priors import TOY_PIPELINE_CLASS, FlowSchedule, NoiseSchedule
     from ..priors.toy_unet import ToyUNet
 
     from .dataset import build_dataset
@@ -177,9 +192,13 @@ def main(argv: list[str] | None = None) -> None:
         if unexpected or any(not k.startswith("camera_embedding.") for k in missing):
             _fail(f"--init-from {args.init_from} is not a toy prior this model can start from")
         print(f"initialised from {args.init_from}")
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                              prediction_type="epsilon", clip_sample=False)
-    schedule = NoiseSchedule(scheduler.config)
+    if args.objective == "flow":
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+        schedule = FlowSchedule(scheduler.config)
+    else:
+        scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                                  prediction_type="epsilon", clip_sample=False)
+        schedule = NoiseSchedule(scheduler.config)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     warmup = 100
@@ -192,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     ckpt_path = args.work_dir / "ckpt.pt"
     if args.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=True)
+        if ck.get("objective", "epsilon") != args.objective:
+            _fail(f"{ckpt_path} is a checkpoint of the {ck.get('objective', 'epsilon')} objective; resume it with "
+                  f"--objective {ck.get('objective', 'epsilon')}, or give another --work-dir")
         unet.load_state_dict(ck["unet"])
         text_encoder.load_state_dict(ck["text_encoder"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -205,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "optimizer": optimizer.state_dict(),
-                    "lr_sched": lr_sched.state_dict(), "ema": ema.state_dict(), "generator": g.get_state(), "step": step}, tmp)
+                    "lr_sched": lr_sched.state_dict(), "ema": ema.state_dict(), "generator": g.get_state(), "step": step,
+                    "objective": args.objective}, tmp)
         tmp.replace(ckpt_path)
 
     unet.train()
@@ -230,8 +253,9 @@ def main(argv: list[str] | None = None) -> None:
             t = torch.randint(0, schedule.num_train_timesteps, (args.batch_size,), generator=g)
             eps = torch.randn(x0.shape, generator=g)
             x_t = schedule.add_noise(x0, eps, t)  # q(x_t | x_0)
-            # Simplified objective L_simple (DDPM Eq. 14): the epsilon target.
-            loss = torch.nn.functional.mse_loss(unet(x_t, t, embeddings, camera=camera).sample, schedule.target(x0, eps, t))
+            # L_simple (DDPM Eq. 14): the epsilon target; or the flow-matching loss ||v_hat - (eps - x)||^2.
+            prediction = unet(x_t, schedule.model_time(t), embeddings, camera=camera).sample
+            loss = torch.nn.functional.mse_loss(prediction, schedule.target(x0, eps, t))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -270,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         "unet": ["sds3d.priors.toy_unet", "ToyUNet"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DDPMScheduler"],
+        "scheduler": ["diffusers", type(scheduler).__name__],
     }, indent=2) + "\n")
     # The recipe of the weights this run started from, nested: a fine-tuned prior keeps its whole lineage.
     parent = None
@@ -280,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError:
             parent = "unreadable training.json"
     (out / "training.json").write_text(json.dumps({
-        "steps": args.steps, "batch_size": args.batch_size, "images": len(images), "lr": args.lr,
+        "objective": args.objective, "steps": args.steps, "batch_size": args.batch_size, "images": len(images), "lr": args.lr,
         "ema_decay": args.ema_decay, "cond_dropout": args.cond_dropout, "view_dropout": args.view_dropout,
         "seed": args.seed, "threads": args.threads, "world": args.world, "camera_conditioning": args.camera_conditioning,
         "camera_dropout": args.camera_dropout if args.camera_conditioning else None,
