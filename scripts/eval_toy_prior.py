@@ -11,6 +11,11 @@ prior, Euler on FlowMatchEulerDiscreteScheduler's sigmas for a flow prior (toy-f
 
 Writes one PNG per sample (the name holds the prompt) and a grid per guidance scale, and prints
 the recognition rate of colour, shape and both, per prompt and overall.
+
+Toy world v2's priors (``grade_v2``: the 145 training prompts and, separately, the 27 held-out ones,
+judged by the v2 judge; the best guidance scale is the one with the best training-prompt rate):
+
+    python scripts/eval_toy_prior.py --world v2 --prior toy-v2-text --cameras --cfg 1.5 3 5 7.5 --n 8 --out outputs/eval-v2-text
 """
 
 from __future__ import annotations
@@ -36,7 +41,12 @@ def main() -> None:
     ap.add_argument("--cameras", action="store_true",
                     help="sample each image at a random toy camera: its view word in the prompt and, for a "
                          "camera-conditioned prior, the exact camera")
+    ap.add_argument("--world", choices=("v1", "v2"), default="v1", help="v2: grade a toy world v2 prior (grade_v2)")
+    ap.add_argument("--batch", type=int, default=64, help="v2: samples per DDIM batch")
     args = ap.parse_args()
+    if args.world == "v2":
+        grade_v2(args)
+        return
 
     from sds3d.cameras import sample_cameras, view_labels
     from sds3d.export.video import frames_to_uint8 as to_uint8
@@ -85,6 +95,45 @@ def main() -> None:
             print(f"{prompt:<20} {v['colour']:>7.0%} {v['shape']:>7.0%} {v['both']:>7.0%}")
         print(f"{'overall':<20} {overall['colour']:>7.1%} {overall['shape']:>7.1%} {overall['both']:>7.1%}")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def grade_v2(args) -> None:
+    """Recognition rates of a v2 prior per guidance scale: training prompts (by kind and overall)
+    and held-out prompts; a grid PNG per scale (one row per prompt) and results.json."""
+    from sds3d.export.video import frames_to_uint8 as to_uint8
+    from sds3d.priors import load_prior
+    from sds3d.toyworld.v2.grading import grade
+    from sds3d.toyworld.v2.prompts import held_out_prompts, training_prompts
+
+    torch.set_num_threads(args.threads)
+    prior = load_prior(args.prior)
+    sets = {"train": training_prompts(), "held_out": held_out_prompts()}
+    results = {}
+    for scale in args.cfg:
+        t0 = time.time()
+        entry = {}
+        for name, prompts in sets.items():
+            grades = grade(prior, prompts, scale, n=args.n, steps=args.steps, seed=args.seed, cameras=args.cameras,
+                           batch=args.batch)
+            rows = grades.images.reshape(len(prompts), args.n, *grades.images.shape[1:])
+            grid = torch.cat([torch.cat(list(r), dim=-1) for r in rows], dim=-2)
+            args.out.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(args.out / f"cfg{scale:g}-{name}.png", to_uint8(grid[None])[0])
+            entry[name] = {"rate": grades.rate(), "by_kind": grades.rate_by_kind(),
+                           "per_prompt": {p: grades.rate(p) for p in prompts},
+                           "verdicts": {p: grades.verdicts[i * args.n:(i + 1) * args.n] for i, p in enumerate(prompts)}}
+        entry["seconds"] = round(time.time() - t0, 1)
+        results[f"{scale:g}"] = entry
+        kinds = "  ".join(f"{k} {v:.0%}" for k, v in entry["train"]["by_kind"].items())
+        print(f"CFG {scale:g}: training prompts {entry['train']['rate']:.1%} ({kinds}); held out {entry['held_out']['rate']:.1%} "
+              f"({entry['seconds']:.0f} s)", flush=True)
+    best = max(results, key=lambda k: results[k]["train"]["rate"])
+    summary = {"prior": args.prior, "cameras": args.cameras, "n": args.n, "ddim_steps": args.steps, "best_cfg": float(best),
+               "best_train_rate": results[best]["train"]["rate"], "best_held_out_rate": results[best]["held_out"]["rate"],
+               "target_met": results[best]["train"]["rate"] >= 0.9, "per_cfg": results}
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"best CFG {best}: training prompts {summary['best_train_rate']:.1%} (target 90%: "
+          f"{'met' if summary['target_met'] else 'NOT met'}), held out {summary['best_held_out_rate']:.1%}")
 
 
 if __name__ == "__main__":

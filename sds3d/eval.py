@@ -1,4 +1,5 @@
-"""Metrics of a run for toy-world prompts ("a {colour} {shape}"): shape IoU, colour error, recognition.
+"""Metrics of a run for toy-world prompts ("a {colour} {shape}"): shape IoU, colour error, recognition;
+for toy world v2's faced objects and compositions, v2's mesh metrics (``evaluate_run_v2``).
 
 Everything is compared in the world frame (+z up) against the analytic ground truth of
 ``sds3d.toyworld``. ``evaluate_run`` measures what it is given (the run's config, its exported
@@ -25,6 +26,7 @@ from .toyworld.judge import judge
 from .toyworld.meshes import grid_centres, mesh_colour_at, mesh_occupancy
 from .toyworld.prompts import parse_prompt
 from .toyworld.shapes import occupancy
+from .toyworld.v2.prompts import parse_prompt as parse_v2_prompt
 
 #: Yaw period of each shape kind about +z (0: rotationally symmetric, no search needed).
 YAW_PERIOD_DEG = {"sphere": 0.0, "capped_cone": 0.0, "rounded_box": 90.0, "torus": 360.0}
@@ -236,12 +238,56 @@ def load_mesh_world(run_dir: Path, up_axis: str = "y") -> trimesh.Trimesh:
     return mesh
 
 
+def is_v2_prompt(prompt: str) -> bool:
+    """Whether the prompt names a toy world v2 faced object or composition (v1 prompts are v1's)."""
+    parsed = parse_v2_prompt(prompt)
+    return parsed is not None and parsed.kind != "v1"
+
+
+V2_PRIOR_NAMES = ("toy-v2-text", "toy-v2-camera")
+
+
+def is_v2_prior(name_or_path: str) -> bool:
+    """Whether a prior is a toy world v2 prior: one of ``V2_PRIOR_NAMES`` or a folder whose training.json
+    says ``"world": "v2"`` (``sds3d train-prior --world v2`` writes it)."""
+    if name_or_path in V2_PRIOR_NAMES:
+        return True
+    info = Path(name_or_path).expanduser() / "training.json"
+    try:
+        return json.loads(info.read_text()).get("world") == "v2"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def evaluate_run_v2(cfg, mesh_world: trimesh.Trimesh) -> dict:
+    """Toy world v2's metrics of a run's exported mesh (``toyworld.v2.metrics.evaluate_mesh``).
+
+    They read the mesh alone, its colours included (toyworld_v2.json ``metrics``).
+
+    Returns:
+        {"world": "v2", "prompt", "kind", "iou", "yaw", "albedo_err", "colour_source"} plus, for a
+        faced object, "colour_err", "body_colour_err" and the Janus metrics ("janus", "n_faces",
+        "front_az", "front_ok", "face_present", "flooded", "F", ...); for a composition,
+        "union_iou", "part_iou", "part_colour_err", "part_colour_ok", "composition_ok".
+
+    Raises:
+        EvalError: the mesh is empty.
+    """
+    from .toyworld.v2.metrics import evaluate_mesh
+
+    if len(mesh_world.faces) == 0:
+        raise EvalError("the mesh is empty; export the run again (sds3d export RUN_DIR)")
+    return {"world": "v2", **evaluate_mesh(str(cfg.prompt), mesh_world), "colour_source": "mesh"}
+
+
 def evaluate_run(cfg, mesh_world: trimesh.Trimesh, scene=None,
                  render_views: Callable[[object], Tensor] | None = None) -> dict:
     """Toy-world metrics of a run's exported mesh (and scene, when given).
 
     Without a scene the colour error reads the mesh's own colours and recognition is skipped;
-    every skipped metric is None with its reason under ``"skipped"``.
+    every skipped metric is None with its reason under ``"skipped"``. A v2 faced object or
+    composition prompt of a v2 prior (``is_v2_prior``) gets ``evaluate_run_v2``'s metrics instead (a v1
+    prior knows no such prompt: an EvalError, as for any prompt outside its grammar).
 
     Args:
         cfg: the run's ``RunConfig``: ``prompt``, ``export.albedo`` (the colours are read as the
@@ -259,6 +305,8 @@ def evaluate_run(cfg, mesh_world: trimesh.Trimesh, scene=None,
         EvalError: the prompt is not a toy-world prompt; the mesh is empty.
     """
     prompt = str(cfg.prompt)
+    if is_v2_prompt(prompt) and is_v2_prior(str(cfg.prior.name_or_path)):
+        return evaluate_run_v2(cfg, mesh_world)
     colour, shape, _ = parse_prompt(prompt)
     if colour is None or shape is None:
         raise EvalError(f"prompt {prompt!r} is not a toy-world prompt 'a {{colour}} {{shape}}'; eval only knows the toy world")

@@ -73,12 +73,18 @@ class StopRequest:
 
 
 def check_prompt(cfg: RunConfig) -> dict | None:
-    """With a toy prior, a prompt outside its grammar gets one notice line; returns what summary.json records."""
+    """With a toy prior, a prompt outside its grammar (toy world v2's for a v2 prior) gets one notice line;
+    returns what summary.json records."""
     from .priors import is_toy_prior
 
     if not is_toy_prior(cfg.prior.name_or_path):
         return None
-    from .toyworld.prompts import check_vocabulary
+    from .eval import is_v2_prior
+
+    if is_v2_prior(cfg.prior.name_or_path):
+        from .toyworld.v2.prompts import check_vocabulary
+    else:
+        from .toyworld.prompts import check_vocabulary
 
     unknown, message = check_vocabulary(cfg.prompt)
     if message is None:
@@ -352,12 +358,13 @@ def export_mesh(cfg: RunConfig, run_dir: Path, scene) -> dict:
 
 def evaluate(cfg: RunConfig, run_dir: Path, scene) -> dict | None:
     """Toy-world metrics of the exported mesh, or None when they do not apply (not a toy prompt or prior, eval off)."""
-    from .eval import evaluate_run, load_mesh_world
+    from .eval import evaluate_run, is_v2_prior, is_v2_prompt, load_mesh_world
     from .priors import is_toy_prior
     from .toyworld.prompts import parse_prompt
 
     colour, shape, _ = parse_prompt(cfg.prompt)  # exactly the grammar, or no toy-world metrics
-    if not (cfg.eval.enabled and is_toy_prior(cfg.prior.name_or_path) and colour and shape):
+    v2 = is_v2_prompt(cfg.prompt) and is_v2_prior(cfg.prior.name_or_path)  # toy world v2's metrics
+    if not (cfg.eval.enabled and is_toy_prior(cfg.prior.name_or_path) and ((colour and shape) or v2)):
         return None
     phase(f"evaluating against the toy world ({cfg.eval.iou_resolution}^3 IoU grid, the judge's views)")
     return evaluate_run(cfg, load_mesh_world(Path(run_dir), cfg.export.up_axis), scene)

@@ -16,15 +16,18 @@ from .condition import Condition
 from .config import PriorConfig, check_prior_config
 from .schedule import FlowSchedule, NoiseSchedule, Schedule, classifier_free_guidance
 
-TOY_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-prior"
-TOY_FLOW_PRIOR_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy-flow-prior"
-#: Names of the shipped toy priors -> their folders.
-TOY_PRIORS = {"toy": TOY_PRIOR_PATH, "toy-flow": TOY_FLOW_PRIOR_PATH}
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+TOY_PRIOR_PATH = ASSETS / "toy-prior"
+TOY_FLOW_PRIOR_PATH = ASSETS / "toy-flow-prior"
+#: Names of the toy priors -> their folders: the shipped v1 (epsilon and flow) priors, and toy world
+#: v2's view-suffix and camera-conditioned priors (scripts/train_toy_prior_v2.py writes them).
+TOY_PRIORS = {"toy": TOY_PRIOR_PATH, "toy-flow": TOY_FLOW_PRIOR_PATH,
+              "toy-v2-text": ASSETS / "toy-v2-text-prior", "toy-v2-camera": ASSETS / "toy-v2-camera-prior"}
 TOY_PIPELINE_CLASS = "SDS3DToyPipeline"  # model_index.json "_class_name" of folders sds3d train-prior writes
 
 
 def is_toy_prior(name_or_path: str) -> bool:
-    """Whether the prior is a toy-world prior: a shipped one or any folder ``sds3d train-prior`` wrote."""
+    """Whether the prior is a toy-world prior: a name in ``TOY_PRIORS`` or any folder ``sds3d train-prior`` wrote."""
     if name_or_path in TOY_PRIORS:
         return True
     index = Path(name_or_path).expanduser() / "model_index.json"
@@ -35,8 +38,9 @@ def is_toy_prior(name_or_path: str) -> bool:
 
 
 def resolve_prior_path(name_or_path: str, download: bool = False) -> Path:
-    """``"toy"`` / ``"toy-flow"`` -> the shipped folder; a local folder -> itself; else a hub id in the local
-    cache (``download``: fetched into it first if missing, ``prior.download=true``).
+    """A name in ``TOY_PRIORS`` (``"toy"``, ``"toy-flow"``, ``"toy-v2-text"``, ``"toy-v2-camera"``) -> its
+    folder; a local folder -> itself; else a hub id in the local cache (``download``: fetched into it
+    first if missing, ``prior.download=true``).
 
     Raises:
         PriorError: the name is neither a folder nor a cached hub id (one line: what, where, how to fix).
@@ -44,6 +48,9 @@ def resolve_prior_path(name_or_path: str, download: bool = False) -> Path:
     if name_or_path in TOY_PRIORS:
         folder = TOY_PRIORS[name_or_path]
         if not (folder / "model_index.json").exists():
+            if name_or_path.startswith("toy-v2-"):
+                raise PriorError(f"the {name_or_path} prior is not trained yet (no {folder}); train it: "
+                                 f"python scripts/train_toy_prior_v2.py --prior {name_or_path.rsplit('-', 1)[1]}")
             how = "`sds3d train-prior`" if name_or_path == "toy" else "`python scripts/train_toy_flow_prior.py --out outputs/toy-flow-prior` and copy its last stage there"
             raise PriorError(f"the toy prior {name_or_path!r} is missing from {folder}; reinstall sds3d or make it with {how}")
         return folder

@@ -23,6 +23,11 @@ sigma = (t + 1) / T for t ~ U{0, ..., T - 1} (uniform: SD3 trains on a logit-nor
 score distillation draws t uniformly over most of [0, T), so every level is trained alike) and
 no shift (shift 1: SD3's shift grows with the image size, and 32 x 32 pixels are fewer
 dimensions than SD3's smallest latents). The config is saved as a FlowMatchEulerDiscreteScheduler.
+
+``--world v2`` trains on toy world v2's data instead (``toyworld.v2.dataset.training_set``: v1's
+renders plus the faced objects and compositions, front-biased and sparsely captioned); its
+view-suffix dropout applies to the v1 items only (the v2 captions are already sparse). The v2
+priors' stages: scripts/train_toy_prior_v2.py.
 """
 
 from __future__ import annotations
@@ -106,12 +111,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--camera-dropout", type=float, default=0.1, help="fraction of samples trained with the null camera")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from a trained prior folder (e.g. add camera conditioning to the shipped one)")
+    ap.add_argument("--world", choices=("v1", "v2"), default="v1",
+                    help="training data: toy world v1, or v2 (v1 + faced objects + compositions; --images-per-pair "
+                         "renders per v1 and faced pair, compositions at the spec's 200/1500 of it)")
+    ap.add_argument("--dataset-cache", type=Path, default=None, help="v2: folder caching the rendered data set")
     args = ap.parse_args(argv)
-    if args.out is None:
-        args.out = PACKAGE / "assets" / ("toy-prior" if args.objective == "epsilon" else "toy-flow-prior")
     for name in ("steps", "batch_size", "images_per_pair", "lr"):
         if getattr(args, name) <= 0:
             _fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be positive")
+    if args.out is None:
+        if args.world == "v2":  # never over a shipped v1 prior
+            _fail("--world v2 needs --out FOLDER (the v2 priors' stages: python scripts/train_toy_prior_v2.py)")
+        args.out = PACKAGE / "assets" / ("toy-prior" if args.objective == "epsilon" else "toy-flow-prior")
+    if args.dataset_cache is not None and args.world == "v1":
+        _fail("--dataset-cache caches the v2 data set; add --world v2 or drop it")
     if args.ckpt_every < 0:
         _fail(f"--ckpt-every {args.ckpt_every} must be >= 0 (0: checkpoint only at the end)")
     for name in ("cond_dropout", "view_dropout", "camera_dropout"):
@@ -137,8 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    data = build_dataset(args.images_per_pair, args.seed)
-    images, prompts, base_prompts, angles = data.images, data.prompts, data.base_prompts, data.cameras.view_angles
+    if args.world == "v1":
+        data = build_dataset(args.images_per_pair, args.seed)
+        images, prompts, base_prompts, angles = data.images, data.prompts, data.base_prompts, data.cameras.view_angles
+    else:
+        from .v2.dataset import training_set
+        from .v2.prompts import parse_prompt
+
+        images, prompts, base_prompts, angles = training_set(args.images_per_pair, args.seed, args.dataset_cache)
+        # The view-suffix dropout replaces a caption by its base: v2 items keep their (already sparse) caption.
+        base_prompts = [b if parse_prompt(b).kind == "v1" else p for p, b in zip(prompts, base_prompts)]
     print(f"dataset: {len(images)} images in {time.time() - t0:.1f} s")
 
     max_length = 16
@@ -158,9 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     if init_files is not None:
         from safetensors.torch import load_file
 
-        # New layers (the camera embedding) keep their zero init; everything else is the old prior.
+        from .camera_free import drop_camera_embedding
+
+        # New layers (the camera embedding) keep their zero init; everything else is the old prior. A
+        # camera-free model starts as a camera-conditioned parent's null-camera function.
         try:
-            missing, unexpected = unet.load_state_dict(load_file(init_files[0]), strict=False)
+            state = load_file(init_files[0])
+            missing, unexpected = unet.load_state_dict(state if args.camera_conditioning else drop_camera_embedding(state), strict=False)
             text_encoder.load_state_dict(load_file(init_files[1]))
         except Exception as e:  # corrupt file or other architecture: say which, no traceback
             _fail(f"--init-from {args.init_from}: cannot load its weights ({type(e).__name__}); give a folder written by sds3d train-prior")
@@ -214,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         while step < args.steps:
             idx = torch.randint(0, len(images), (args.batch_size,), generator=g)
-            x0 = images[idx]
+            x0 = images[idx].float()  # v2 stores float16 (a no-op for v1's float32)
             # Condition dropout (CFG) and view-suffix dropout.
             u = torch.rand(args.batch_size, generator=g)
             text_ids = torch.where(u < args.cond_dropout, torch.full_like(idx, empty_idx),
@@ -281,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "training.json").write_text(json.dumps({
         "objective": args.objective, "steps": args.steps, "batch_size": args.batch_size, "images": len(images), "lr": args.lr,
         "ema_decay": args.ema_decay, "cond_dropout": args.cond_dropout, "view_dropout": args.view_dropout,
-        "seed": args.seed, "threads": args.threads, "camera_conditioning": args.camera_conditioning,
+        "seed": args.seed, "threads": args.threads, "world": args.world, "camera_conditioning": args.camera_conditioning,
         "camera_dropout": args.camera_dropout if args.camera_conditioning else None,
         "init_from": None if args.init_from is None else str(args.init_from), "train_minutes_last_process": round(train_s / 60, 2),
         "final_loss": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5),

@@ -89,6 +89,22 @@ def parse_prompt(prompt: str) -> ParsedPrompt | None:
     return ParsedPrompt(((c1, n1), (c2, n2)), _WORD[rel], view)
 
 
+def check_vocabulary(prompt: str) -> tuple[list[str], str | None]:
+    """(the words of ``prompt`` toy world v2 does not know, a one-line notice or None for a grammar prompt);
+    ``toyworld.prompts.check_vocabulary``'s counterpart for a v2 prior."""
+    known = set(world.COLOURS) | set(world.SHAPES) | set(spec.OBJECTS) | set(world.VIEWS) | {"a", "an", "view"}
+    known |= {w for words in spec.RELATION_WORDS.values() for w in words.split()}
+    unknown = list(dict.fromkeys(w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in known))
+    if parse_prompt(prompt) is not None:
+        return unknown, None
+    why = f"has words it does not know ({', '.join(unknown)})" if unknown else "is not of that form"
+    relations = " | ".join(spec.RELATION_WORDS.values())
+    return unknown, (f"the toy world v2 prior knows prompts 'a {{colour}} {{shape or object}}[, {{view}} view]' and "
+                     f"'a {{colour}} {{{'|'.join(spec.COMPOSITION_SHAPES)}}} {{{relations}}} a {{colour}} {{...}}' with colours "
+                     f"{', '.join(world.COLOURS)}; shapes {', '.join(world.SHAPES)}; objects {', '.join(spec.OBJECTS)}. "
+                     f"{prompt!r} {why}: expect a generic blob, and no toy-world metrics")
+
+
 def canonical(parsed: ParsedPrompt) -> ParsedPrompt:
     """The scene a prompt names, independent of wording: 'A next to B' and 'B next to A' are the
     same two objects seen from opposite sides (the layout is symmetric under a 180 deg yaw), so
