@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import signal
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import atomic, runs
+from . import atomic, runs, signals
 from .cameras import orbit_cameras
 from .checkpoint import TrainingInterrupted
 from .config import RunConfig
@@ -61,15 +60,8 @@ class StopRequest:
 
     @contextmanager
     def installed(self):
-        if threading.current_thread() is not threading.main_thread():  # signals only work there
+        with signals.handled(self._handler):
             yield self
-            return
-        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 def check_prompt(cfg: RunConfig) -> dict | None:

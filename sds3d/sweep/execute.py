@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from .. import signals
 from ..errors import UserError
 from ..runs import RunInUse, is_complete, locked, read_summary, update_summary
 from .grid import SweepError
@@ -89,15 +90,8 @@ class SweepStop:
 
     @contextlib.contextmanager
     def installed(self):
-        if threading.current_thread() is not threading.main_thread():
+        with signals.handled(self._handler):
             yield self
-            return
-        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 INTERRUPTED = {"status": "interrupted"}
