@@ -92,7 +92,7 @@ def test_positions_follow_their_own_exponential_decay(tmp_path, tiny_pixel_prior
 
 @pytest.mark.slow
 def test_run_reaches_mesh_orbit_metrics_and_splat_ply(tmp_path, tiny_pixel_prior, capsys):
-    args = ["run", TOY_GS, "prompt=a red sphere", *_tiny(tmp_path, tiny_pixel_prior), "trainer.max_steps=4",
+    args = ["run", TOY_GS, "prompt=a red sphere", "name=a-red-sphere", *_tiny(tmp_path, tiny_pixel_prior), "trainer.max_steps=4",
             "orbit.frames=2", "orbit.resolution=16", "export.resolution=24", "scene.gaussians.field_resolution=32",
             "eval.iou_resolution=24", "export.formats=[obj,splat_ply]", "export.texture_size=16"]
     assert main(args) == 0
