@@ -25,12 +25,21 @@ from .schedule import NoiseSchedule
 SUPPORTED_PREDICTIONS = ("epsilon", "v_prediction")
 
 
-def _unet_classes() -> dict:
+def _unet2d_condition_model():
     from diffusers import UNet2DConditionModel
 
+    return UNet2DConditionModel
+
+
+def _toy_unet():
     from .toy_unet import ToyUNet
 
-    return {"UNet2DConditionModel": UNet2DConditionModel, "ToyUNet": ToyUNet}
+    return ToyUNet
+
+
+#: UNet ``_class_name`` -> the function importing its class: only the one a folder names is
+#: imported (diffusers' UNet package imports every model family, ~1 s on a CPU).
+UNET_CLASSES = {"UNet2DConditionModel": _unet2d_condition_model, "ToyUNet": _toy_unet}
 
 
 def _dtype_kwarg(module, dtype: torch.dtype) -> dict:
@@ -83,9 +92,10 @@ class DiffusersPrior(Prior):
         if missing:
             raise PriorError(f"{path} is not a complete diffusers pipeline: missing {', '.join(missing)}/")
         unet_cfg = _read_json(path / "unet" / "config.json", "the UNet config")
-        unet_cls = _unet_classes().get(unet_cfg.get("_class_name"))
-        if unet_cls is None:
-            raise PriorError(f"{path}/unet is a {unet_cfg.get('_class_name')!r}; sds3d supports {', '.join(_unet_classes())}")
+        unet_import = UNET_CLASSES.get(unet_cfg.get("_class_name"))
+        if unet_import is None:
+            raise PriorError(f"{path}/unet is a {unet_cfg.get('_class_name')!r}; sds3d supports {', '.join(UNET_CLASSES)}")
+        unet_cls = unet_import()
 
         def load(what, fn):
             try:
