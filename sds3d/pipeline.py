@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,32 +58,53 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
-def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None, finish_run: bool = True) -> dict:
-    """Train ``cfg.prompt`` into the run folder ``run_dir`` (created by ``runs.prepare_run_dir``), then finish it.
+@dataclass
+class OpenRun:
+    """A run ready to train: its parts, built and (on resume) restored from its folder."""
 
-    Args:
-        cfg: a checked RunConfig.
-        run_dir: the run folder; resume: continue from its ``ckpt/last.pt``.
-        stop_after: stop (with a checkpoint, like Ctrl-C) after this many steps in total (tests).
-        finish_run: write the orbit video, mesh and metrics after the last step.
+    cfg: RunConfig
+    run_dir: Path
+    prompts: object
+    guidance: object
+    scene: object
+    state: object
+    timings: dict
 
-    Returns:
-        summary.json's content.
+    def checkpoint(self, s=None) -> None:
+        s = self.state if s is None else s
+        runs.write_checkpoint(self.run_dir, {**s.state_dict(), "scene": self.scene.state_dict(), "guidance": self.guidance.state_dict()})
 
-    Raises:
-        TrainingInterrupted: stopped before ``max_steps`` (Ctrl-C, SIGTERM, ``stop_after``); checkpoint saved.
-    """
+    def hooks(self, metrics, stop, progress=lambda s: None):
+        from .trainer import TrainHooks
+
+        cfg, scene, run_dir = self.cfg, self.scene, self.run_dir
+        return TrainHooks(log=metrics.write, checkpoint=self.checkpoint, progress=progress, should_stop=stop,
+                          validate=lambda step: save_validation_renders(cfg, scene, run_dir / "renders" / f"step_{step:05d}.png"))
+
+    def trained(self, state, signum: int | None) -> None:
+        """After the loop: the checkpoint, then summary.json's training entries (or TrainingInterrupted if short)."""
+        self.state = state
+        self.checkpoint(state)
+        if state.step < self.cfg.trainer.max_steps:
+            raise TrainingInterrupted(state.step, self.run_dir, signum)
+        self.timings["train"] = state.elapsed_s
+        runs.update_summary(self.run_dir, {"prompt": self.cfg.prompt, "steps": self.cfg.trainer.max_steps, "skipped_steps": state.skipped_steps,
+                                           "train_seconds": round(state.elapsed_s, 2), "final_loss_sds": state.final_loss})
+
+
+def open_run(cfg: RunConfig, run_dir: Path, resume: bool = False, prior=None) -> OpenRun:
+    """Build the prior (unless given: runs of a batch share one), prompts, guidance, scene and train
+    state of a run; restore them from its checkpoint (resume) or write its config."""
     from .guidance import PromptProcessor, build_guidance
     from .priors import is_toy_prior, load_prior
     from .scene import build_scene
-    from .trainer import TrainHooks, new_state, train
+    from .trainer import new_state
 
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
     t0 = time.perf_counter()
-    prior = load_prior(cfg.prior.name_or_path, device=device, cfg=cfg.prior)
+    if prior is None:
+        prior = load_prior(cfg.prior.name_or_path, device=device, cfg=cfg.prior)
     if is_toy_prior(cfg.prior.name_or_path):
         from .toyworld.prompts import check_vocabulary
 
@@ -100,37 +122,124 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
         runs.truncate_metrics(run_dir, state.step)
     else:
         runs.write_config(run_dir, cfg)
+    return OpenRun(cfg, run_dir, prompts, guidance, scene, state, timings)
 
-    def checkpoint(s) -> None:
-        runs.write_checkpoint(run_dir, {**s.state_dict(), "scene": scene.state_dict(), "guidance": guidance.state_dict()})
 
+def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None, finish_run: bool = True) -> dict:
+    """Train ``cfg.prompt`` into the run folder ``run_dir`` (created by ``runs.prepare_run_dir``), then finish it.
+
+    Args:
+        cfg: a checked RunConfig.
+        run_dir: the run folder; resume: continue from its ``ckpt/last.pt``.
+        stop_after: stop (with a checkpoint, like Ctrl-C) after this many steps in total (tests).
+        finish_run: write the orbit video, mesh and metrics after the last step.
+
+    Returns:
+        summary.json's content.
+
+    Raises:
+        TrainingInterrupted: stopped before ``max_steps`` (Ctrl-C, SIGTERM, ``stop_after``); checkpoint saved.
+    """
+    from .trainer import train
+
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    r = open_run(cfg, run_dir, resume)
     stop = StopRequest()
-    bar = tqdm(total=cfg.trainer.max_steps, initial=state.step, desc=cfg.prompt[:40], unit="step",
+    bar = tqdm(total=cfg.trainer.max_steps, initial=r.state.step, desc=cfg.prompt[:40], unit="step",
                disable=not cfg.trainer.progress, dynamic_ncols=True)
 
     def progress(s) -> None:
         bar.update(s.step - bar.n)
         bar.set_postfix(loss=f"{s.final_loss:.4g}", skipped=s.skipped_steps)
 
+    state = r.state
     try:
-        with stop.installed(), runs.MetricsLog(run_dir) as metrics:
-            hooks = TrainHooks(log=metrics.write, checkpoint=checkpoint, progress=progress, should_stop=stop,
-                               validate=lambda step: save_validation_renders(cfg, scene, run_dir / "renders" / f"step_{step:05d}.png"))
-            state = train(cfg, scene, guidance, prompts, state, hooks, stop_after=stop_after)
+        with stop.installed(), runs.MetricsLog(r.run_dir) as metrics:
+            state = train(cfg, r.scene, r.guidance, r.prompts, state, r.hooks(metrics, stop, progress), stop_after=stop_after)
     except KeyboardInterrupt:
         bar.close()
-        checkpoint(state)
-        raise TrainingInterrupted(state.step, run_dir, signal.SIGINT) from None
+        r.checkpoint(state)
+        raise TrainingInterrupted(state.step, r.run_dir, signal.SIGINT) from None
     bar.close()
-    checkpoint(state)
-    if state.step < cfg.trainer.max_steps:
-        raise TrainingInterrupted(state.step, run_dir, stop.signum)
-    timings["train"] = state.elapsed_s
-    runs.update_summary(run_dir, {"prompt": cfg.prompt, "steps": cfg.trainer.max_steps, "skipped_steps": state.skipped_steps,
-                                  "train_seconds": round(state.elapsed_s, 2), "final_loss_sds": state.final_loss})
+    r.trained(state, stop.signum)
     if not finish_run:
-        return runs.read_summary(run_dir)
-    return finish(cfg, run_dir, scene, timings)
+        return runs.read_summary(r.run_dir)
+    return finish(cfg, r.run_dir, r.scene, r.timings)
+
+
+def run_batched(cfgs: list[RunConfig], run_dirs: list[Path], resume: list[bool], finish_run: bool = True) -> list:
+    """Train several runs in this process with one prior call per step for all of them (``sds3d.batched``).
+
+    The runs share one prior (the first config's ``prior``, ``device`` and ``trainer.threads``:
+    ``sds3d sweep --batch-runs`` groups runs that agree on them). An estimator without the
+    prepare/finish split (``guidance.batching``) trains the runs one after another instead, with
+    one notice. Each run's folder ends as ``run`` leaves it.
+
+    Returns:
+        Per run, summary.json's content, or the exception that ended it (the others go on).
+
+    Raises:
+        TrainingInterrupted: Ctrl-C or SIGTERM; every run's checkpoint is saved first.
+    """
+    from contextlib import ExitStack
+
+    from .batched import BatchRun, train_batched
+    from .errors import notice
+    from .guidance.batching import supports_batching
+    from .priors import load_prior
+    from .trainer import train
+
+    first = cfgs[0]
+    if first.trainer.threads:
+        torch.set_num_threads(first.trainer.threads)
+    t0 = time.perf_counter()
+    prior = load_prior(first.prior.name_or_path, device=resolve_device(first.device), cfg=first.prior)
+    shared_s = time.perf_counter() - t0
+    results: list = [None] * len(cfgs)
+    opened: list[tuple[int, OpenRun, BatchRun]] = []
+    for i, (cfg, run_dir, res) in enumerate(zip(cfgs, run_dirs, resume)):
+        try:
+            r = open_run(cfg, run_dir, res, prior=prior)
+            r.timings["load_prior"] += shared_s
+            opened.append((i, r, BatchRun(cfg, r.scene, r.guidance, r.prompts, r.state)))
+        except Exception as e:  # noqa: BLE001 - one run's bad config or checkpoint does not stop the others
+            results[i] = e
+    solo = [(i, r, b) for i, r, b in opened if not supports_batching(r.guidance)]
+    if solo:
+        notice(f"guidance.method={solo[0][1].cfg.guidance.method} does not split its step for --batch-runs; "
+               f"its {len(solo)} run(s) train one after another")
+    stop = StopRequest()
+    batch = [(i, r, b) for i, r, b in opened if supports_batching(r.guidance)]
+    try:
+        with stop.installed(), ExitStack() as logs:
+            for _, r, b in opened:
+                b.hooks = r.hooks(logs.enter_context(runs.MetricsLog(r.run_dir)), stop)
+            train_batched([b for _, _, b in batch])
+            for _, r, b in solo:
+                with b.own_rng():
+                    try:
+                        b.state = train(r.cfg, r.scene, r.guidance, r.prompts, b.state, b.hooks)
+                    except Exception as e:  # noqa: BLE001 - as in a batch: the run ends with its error
+                        b.error = e
+    except KeyboardInterrupt:
+        for _, r, b in opened:
+            with b.own_rng():
+                r.checkpoint(b.state)
+        raise TrainingInterrupted(max(b.state.step for _, _, b in opened), opened[0][1].run_dir, signal.SIGINT) from None
+    for i, r, b in opened:
+        if b.error is not None:
+            results[i] = b.error
+            continue
+        try:
+            with b.own_rng():
+                r.trained(b.state, stop.signum)
+                results[i] = finish(r.cfg, r.run_dir, r.scene, r.timings) if finish_run else runs.read_summary(r.run_dir)
+        except TrainingInterrupted:
+            raise
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+    return results
 
 
 def finish(cfg: RunConfig, run_dir: Path, scene, timings: dict | None = None) -> dict:

@@ -17,6 +17,7 @@ from sds3d.priors.condition import Condition
 from sds3d.priors.schedule import classifier_free_guidance
 
 from .base import Guidance
+from .batching import PriorRequest
 from .config import GuidanceConfig, check_guidance_config
 from .perp_neg import perp_neg_embeddings, perp_neg_guidance
 from .prompts import PromptEmbeddings, PromptError
@@ -61,28 +62,37 @@ class SDSGuidance(Guidance):
             c.t_max_end, c.t_min_end, c.anneal_start, c.anneal_end,
         )
 
-    def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Cameras | None = None) -> Tensor:
-        """eps_hat from one batched prior call (no grad). Shapes: (B, C, h, w); B cameras or None.
+    def _prior_rows(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Cameras | None) -> PriorRequest:
+        """The rows of the step's one prior call: [x_t] (scale 0), [x_t, x_t] with [cond, uncond]
+        (CFG), or Perp-Neg's [x_t] * (2 + K) with [positive, uncond, K negatives per sample].
 
         A camera-conditioned prior sees the view's camera in every branch (conditional,
         unconditional, negatives), as MVDream's guidance does; CFG acts on the text only.
         """
         c, B = self.cfg, x_t.shape[0]
         if c.scale == 0:  # unconditional: eps_hat = eps_u, cond not evaluated
-            return self.prior.predict_eps(x_t, t, emb.uncond, cameras)
+            return PriorRequest(x_t, t, emb.uncond, cameras)
         if c.perp_neg:
             positive, negatives, neg_weights = perp_neg_embeddings(emb, c.perp_neg_f_fs, c.perp_neg_f_sf, c.perp_neg_f_sb, c.perp_neg_f_fsb)
             K = len(negatives) // B
             # Rows: positive, uncond (samples 0..B-1 each), then K negatives per sample (sample-major).
             cams = None if cameras is None else cameras[torch.cat([torch.arange(B).repeat(2), torch.arange(B).repeat_interleave(K)])]
-            eps = self.prior.predict_eps(torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]), torch.cat([t, t, t.repeat_interleave(K)]),
-                                         Condition.cat([positive, emb.uncond, negatives]), cams)
-            eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
-            return perp_neg_guidance(eps_u, eps_c, eps_neg, neg_weights, c.scale)
+            return PriorRequest(torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]), torch.cat([t, t, t.repeat_interleave(K)]),
+                                Condition.cat([positive, emb.uncond, negatives]), cams, {"neg_weights": neg_weights, "K": K})
         cams = None if cameras is None else cameras[torch.arange(B).repeat(2)]
-        eps_c, eps_u = self.prior.predict_eps(
-            torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([emb.cond, emb.uncond]), cams
-        ).chunk(2)
+        return PriorRequest(torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([emb.cond, emb.uncond]), cams)
+
+    def _eps_hat(self, request: PriorRequest, out: Tensor, B: int) -> Tensor:
+        """eps_hat from the prior's output on ``request``'s rows: eps_u, CFG or Perp-Neg."""
+        c = self.cfg
+        eps = self.prior.schedule.to_eps(out, request.x_t, request.t)  # what ``Prior.predict_eps`` returns
+        if c.scale == 0:
+            return eps
+        if c.perp_neg:
+            K = request.context["K"]
+            eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
+            return perp_neg_guidance(eps_u, eps_c, eps_neg, request.context["neg_weights"], c.scale)
+        eps_c, eps_u = eps.chunk(2)
         return classifier_free_guidance(eps_u, eps_c, c.scale)
 
     def _clip(self, g: Tensor) -> Tensor:
@@ -94,6 +104,54 @@ class SDSGuidance(Guidance):
         norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.ndim - 1)))
         return g * (c.grad_clip / norm.clamp_min(1e-12)).clamp(max=1.0)
 
+    def prepare(
+        self,
+        rgb: Tensor,
+        prompts: PromptEmbeddings,
+        step: int,
+        cameras: Cameras | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PriorRequest:
+        """The first half of ``forward``: x, t, eps and x_t, and the rows of the prior call
+        (``guidance.batching``); the arguments are ``forward``'s."""
+        B = rgb.shape[0]
+        if len(prompts) != B:
+            raise PromptError(f"got {len(prompts)} prompt embeddings for {B} renders; build them from the same cameras")
+        x = self.prior.encode_images(rgb)
+        lo, hi = self.timestep_bounds(step)
+        t_device = generator.device if generator is not None else x.device
+        t = torch.randint(lo, hi + 1, (B,), generator=generator, device=t_device).to(x.device)
+        eps = _randn(x.shape, generator, x)
+        with torch.no_grad():
+            x_t = self.prior.schedule.add_noise(x.detach(), eps, t)
+            request = self._prior_rows(x_t, t, prompts, cameras if self.prior.camera_conditioned else None)
+        request.context.update(x=x, t=t, eps=eps, lo=lo, hi=hi)
+        return request
+
+    def finish(self, request: PriorRequest, out: Tensor) -> dict[str, Tensor]:
+        """The second half of ``forward``, given the prior's output on ``request``'s rows."""
+        x, t, eps = request.context["x"], request.context["t"], request.context["eps"]
+        B = x.shape[0]
+        with torch.no_grad():
+            eps_hat = self._eps_hat(request, out, B).float()
+            w = self.prior.schedule.weight(t, self.cfg.weighting, like=eps_hat)
+            g = w * (eps_hat - eps.float())  # DreamFusion Eq. 3 without the generator Jacobian
+            nonfinite = (~torch.isfinite(g)).float().mean()
+            g = self._clip(torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
+        x32 = x.float()
+        target = (x32 - g).detach()
+        loss_sds = 0.5 * F.mse_loss(x32, target, reduction="sum") / B
+        return {
+            "loss_sds": loss_sds,
+            "sds_grad_norm": g.flatten(1).norm(dim=1).mean(),
+            "t_mean": t.float().mean(),
+            "t_lo": torch.tensor(float(request.context["lo"])),
+            "t_hi": torch.tensor(float(request.context["hi"])),
+            "w_mean": w.mean(),
+            "nonfinite_frac": nonfinite,
+            "prior_calls": torch.tensor(1.0),  # the step's rows are one prior call (shared with other runs when batched)
+        }
+
     def forward(
         self,
         rgb: Tensor,
@@ -102,7 +160,7 @@ class SDSGuidance(Guidance):
         cameras: Cameras | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """SDS loss of renders ``rgb``.
+        """SDS loss of renders ``rgb``: ``finish(prepare(...), prior.predict(...))``.
 
         Args:
             rgb: renders in [0, 1], differentiable. Shape: (B, 3, H, W).
@@ -117,33 +175,7 @@ class SDSGuidance(Guidance):
             "w_mean", "nonfinite_frac" (fraction of g entries that were NaN/inf, set to 0),
             "prior_calls" (prior evaluations this step: 1).
         """
-        B = rgb.shape[0]
-        if len(prompts) != B:
-            raise PromptError(f"got {len(prompts)} prompt embeddings for {B} renders; build them from the same cameras")
-        schedule, calls = self.prior.schedule, self.prior.calls
-        x = self.prior.encode_images(rgb)
-        lo, hi = self.timestep_bounds(step)
-        t_device = generator.device if generator is not None else x.device
-        t = torch.randint(lo, hi + 1, (B,), generator=generator, device=t_device).to(x.device)
-        eps = _randn(x.shape, generator, x)
+        request = self.prepare(rgb, prompts, step, cameras, generator)
         with torch.no_grad():
-            x_t = schedule.add_noise(x.detach(), eps, t)
-            cameras = cameras if self.prior.camera_conditioned else None
-            eps_hat = self._predict_eps_hat(x_t, t, prompts, cameras).float()
-            w = schedule.weight(t, self.cfg.weighting, like=eps_hat)
-            g = w * (eps_hat - eps.float())  # DreamFusion Eq. 3 without the generator Jacobian
-            nonfinite = (~torch.isfinite(g)).float().mean()
-            g = self._clip(torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
-        x32 = x.float()
-        target = (x32 - g).detach()
-        loss_sds = 0.5 * F.mse_loss(x32, target, reduction="sum") / B
-        return {
-            "loss_sds": loss_sds,
-            "sds_grad_norm": g.flatten(1).norm(dim=1).mean(),
-            "t_mean": t.float().mean(),
-            "t_lo": torch.tensor(float(lo)),
-            "t_hi": torch.tensor(float(hi)),
-            "w_mean": w.mean(),
-            "nonfinite_frac": nonfinite,
-            "prior_calls": torch.tensor(float(self.prior.calls - calls)),
-        }
+            out = self.prior.predict(request.x_t, request.t, request.cond, request.cameras)
+        return self.finish(request, out)
