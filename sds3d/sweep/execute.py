@@ -1,8 +1,10 @@
 """Running a sweep's runs: one run in this process, N local subprocesses, or Ray tasks.
 
-Every executor takes the same picklable ``RunJob`` list and a top-level ``run_fn(job) -> dict``
-(default ``run_one``), so tests swap in a fake trainer and Ray ships the function by reference.
-A failed run comes back as ``{"status": "failed", "error": ...}``; it never stops the sweep.
+Every executor takes units of picklable ``RunJob`` s and a top-level function: ``run_fn(job) ->
+dict`` (default ``run_one``) for units of one run, or, with ``batched``, ``batch_fn(jobs) ->
+[dict]`` (default ``run_batch``: the runs of a unit train together, one prior call per step), so
+tests swap in a fake trainer and Ray ships the function by reference. A failed run comes back as
+``{"status": "failed", "error": ...}``; it never stops the sweep.
 """
 
 from __future__ import annotations
@@ -100,6 +102,42 @@ def run_one(job: RunJob) -> dict:
         return record_failure(Path(job.run_dir), _error_text(e))
 
 
+def run_batch(jobs: list[RunJob]) -> list[dict]:
+    """Train (or resume) runs together in this process, one prior call per step (``pipeline.run_batched``).
+
+    Returns:
+        Per job, what ``run_one`` returns (each run's failure recorded in its summary.json).
+    """
+    from ..checkpoint import TrainingInterrupted
+    from ..config import load_config
+    from ..pipeline import run_batched
+    from ..runs import prepare_run_dir
+
+    results: list[dict | None] = [None] * len(jobs)
+    opened: list[tuple[int, object, Path]] = []
+    for i, job in enumerate(jobs):
+        try:
+            cfg = load_config(job.config, job.overrides)
+            run_dir = Path(job.run_dir) if job.mode == "resume" else prepare_run_dir(cfg, overwrite=True)
+            opened.append((i, cfg, run_dir))
+        except Exception as e:  # noqa: BLE001 - a bad run config fails that run only
+            results[i] = record_failure(Path(job.run_dir), _error_text(e))
+    if opened:
+        try:
+            outcomes = run_batched([c for _, c, _ in opened], [d for *_, d in opened], [jobs[i].mode == "resume" for i, _, _ in opened])
+        except (KeyboardInterrupt, TrainingInterrupted):
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. the shared prior did not load: every run of the batch failed
+            outcomes = [e] * len(opened)
+        for (i, _, run_dir), outcome in zip(opened, outcomes):
+            if isinstance(outcome, BaseException):
+                results[i] = record_failure(run_dir, _error_text(outcome))
+            else:
+                update_summary(run_dir, {"status": "done", "error": None})
+                results[i] = {"status": "done"}
+    return results
+
+
 def _fn_ref(fn: Callable) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
@@ -113,52 +151,67 @@ def _resolve_fn(ref: str) -> Callable:
 
 
 def worker_main(argv: list[str]) -> int:
-    """``python -m sds3d.sweep.worker FN_REF JOB_JSON``: run one job, print its result as JSON."""
+    """``python -m sds3d.sweep.worker FN_REF JOB_JSON``: run one job (a JSON object) or a batch (a JSON
+    list, given to the function as a list of jobs), print the result(s) as JSON."""
     fn = _resolve_fn(argv[0])
-    result = fn(RunJob(**json.loads(argv[1])))
+    payload = json.loads(argv[1])
+    result = fn([RunJob(**j) for j in payload]) if isinstance(payload, list) else fn(RunJob(**payload))
     print("SDS3D_SWEEP_RESULT " + json.dumps(result), flush=True)
     return 0
 
 
-def run_sequential(jobs: list[RunJob], run_fn: Callable, on_result: Callable[[RunJob, dict], None]) -> None:
-    """One run after another in this process."""
-    for job in jobs:
+def _call(fn: Callable, unit: list[RunJob], batched: bool) -> list[dict]:
+    return fn(unit) if batched else [fn(unit[0])]
+
+
+def _failed(unit: list[RunJob], error: str) -> list[dict]:
+    return [record_failure(Path(job.run_dir), error) for job in unit]
+
+
+def run_sequential(units: list[list[RunJob]], fn: Callable, on_result: Callable[[RunJob, dict], None], batched: bool = False) -> None:
+    """One unit after another in this process."""
+    for unit in units:
         try:
-            result = run_fn(job)
+            results = _call(fn, unit, batched)
         except KeyboardInterrupt:
             raise
-        except Exception as e:  # noqa: BLE001 - a run_fn that raises still only fails its run
+        except Exception as e:  # noqa: BLE001 - a function that raises still only fails its runs
             interrupted = getattr(sys.modules.get("sds3d.checkpoint"), "TrainingInterrupted", ())
             if interrupted and isinstance(e, interrupted):  # Ctrl-C inside the trainer stops the sweep
                 raise
-            result = record_failure(Path(job.run_dir), _error_text(e))
-        on_result(job, result)
+            results = _failed(unit, _error_text(e))
+        for job, result in zip(unit, results):
+            on_result(job, result)
 
 
-def _run_subprocess(job: RunJob, fn_ref: str, log_path: Path) -> dict:
+def _run_subprocess(unit: list[RunJob], fn_ref: str, batched: bool, log_path: Path) -> list[dict]:
     env = dict(os.environ)
     # The child imports exactly what this process can (tests pass fakes defined in tests/).
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    payload = [asdict(job) for job in unit] if batched else asdict(unit[0])
     with open(log_path, "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "sds3d.sweep.worker", fn_ref, json.dumps(asdict(job))],
+        proc = subprocess.run([sys.executable, "-m", "sds3d.sweep.worker", fn_ref, json.dumps(payload)],
                               stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("SDS3D_SWEEP_RESULT "):
-            return json.loads(line.split(" ", 1)[1])
+            result = json.loads(line.split(" ", 1)[1])
+            return result if batched else [result]
     tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:]
     error = f"worker exited with status {proc.returncode}" + (f": {tail[0].strip()[:400]}" if tail else "")
-    return record_failure(Path(job.run_dir), error)
+    return _failed(unit, error)
 
 
-def run_processes(jobs: list[RunJob], run_fn: Callable, n: int, log_dir: Path,
-                  on_result: Callable[[RunJob, dict], None]) -> None:
-    """``n`` runs at a time, each in its own ``python -m sds3d.sweep.worker`` process (log in log_dir)."""
-    ref = _fn_ref(run_fn)
+def run_processes(units: list[list[RunJob]], fn: Callable, n: int, log_dir: Path,
+                  on_result: Callable[[RunJob, dict], None], batched: bool = False) -> None:
+    """``n`` units at a time, each in its own ``python -m sds3d.sweep.worker`` process (log in log_dir,
+    named after the unit's first run)."""
+    ref = _fn_ref(fn)
     with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
-        futures = {pool.submit(_run_subprocess, job, ref, Path(log_dir) / f"{job.name}.log"): job for job in jobs}
+        futures = {pool.submit(_run_subprocess, unit, ref, batched, Path(log_dir) / f"{unit[0].name}.log"): unit for unit in units}
         for fut in as_completed(futures):
-            on_result(futures[fut], fut.result())
+            for job, result in zip(futures[fut], fut.result()):
+                on_result(job, result)
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
@@ -223,9 +276,10 @@ def connect_ray(address: str | None, local_cpus: int, env_vars: dict | None = No
     return ray, True
 
 
-def run_ray(jobs: list[RunJob], run_fn: Callable, address: str | None, cpus_per_run: int, local_cpus: int,
-            on_result: Callable[[RunJob, dict], None]) -> None:
-    """Every run as a Ray task: ``num_gpus=1`` when the cluster has GPUs, else ``num_cpus=cpus_per_run``.
+def run_ray(units: list[list[RunJob]], fn: Callable, address: str | None, cpus_per_run: int, local_cpus: int,
+            on_result: Callable[[RunJob, dict], None], batched: bool = False) -> None:
+    """Every unit as a Ray task: ``num_gpus=1`` when the cluster has GPUs (a batch of runs shares its
+    GPU and its prior), else ``num_cpus=cpus_per_run``.
 
     On a remote cluster the sweep folder and the config must be on storage every node sees.
     """
@@ -234,17 +288,19 @@ def run_ray(jobs: list[RunJob], run_fn: Callable, address: str | None, cpus_per_
     ray, started = connect_ray(address, local_cpus, env)
     try:
         gpu = ray.cluster_resources().get("GPU", 0) >= 1
-        task = ray.remote(run_fn).options(num_gpus=1, num_cpus=1) if gpu else ray.remote(run_fn).options(num_cpus=cpus_per_run)
-        pending = {task.remote(job): job for job in jobs}
+        task = ray.remote(fn).options(num_gpus=1, num_cpus=1) if gpu else ray.remote(fn).options(num_cpus=cpus_per_run)
+        pending = {task.remote(unit if batched else unit[0]): unit for unit in units}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                job = pending.pop(ref)
+                unit = pending.pop(ref)
                 try:
                     result = ray.get(ref)
-                except Exception as e:  # noqa: BLE001 - RayTaskError, worker crash, OOM kill: the run failed
-                    result = record_failure(Path(job.run_dir), _error_text(getattr(e, "cause", None) or e))
-                on_result(job, result)
+                    results = result if batched else [result]
+                except Exception as e:  # noqa: BLE001 - RayTaskError, worker crash, OOM kill: the runs failed
+                    results = _failed(unit, _error_text(getattr(e, "cause", None) or e))
+                for job, r in zip(unit, results):
+                    on_result(job, r)
     finally:
         if started:
             ray.shutdown()

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..paths import slugify
-from .execute import RunJob, available_cores, check_ray_address, run_one, run_processes, run_ray, run_sequential, run_state, threads_per_run
+from .execute import (RunJob, available_cores, check_ray_address, run_batch, run_one, run_processes, run_ray, run_sequential, run_state,
+                      threads_per_run)
 from .grid import RunSpec, SweepError, SweepSpec, expand
 from .report import collect_rows, write_comparison, write_csv, write_markdown
 
@@ -89,13 +90,27 @@ def _write_sweep_file(spec: SweepSpec, sweep_dir: Path) -> None:
     (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
 
 
+def batch_key(cfg) -> str:
+    """What runs must share to train in one batch: the prior (its folder and settings) and the device."""
+    return repr((getattr(cfg, "prior", None), getattr(cfg, "device", None)))
+
+
+def group_batches(todo: list[RunJob], k: int, load: Callable) -> list[list[RunJob]]:
+    """``todo`` in units of at most ``k`` runs that share a prior (``batch_key``), in sweep order."""
+    groups: dict[str, list[RunJob]] = {}
+    for job in todo:
+        groups.setdefault(batch_key(load(job.config, job.overrides)), []).append(job)
+    return [jobs[i : i + k] for jobs in groups.values() for i in range(0, len(jobs), k)]
+
+
 def _log(msg: str) -> None:
     print(f"sds3d sweep: {msg}", file=sys.stderr, flush=True)
 
 
 def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: str | None = None,
               run_fn: Callable[[RunJob], dict] = run_one, load: Callable | None = None,
-              log: Callable[[str], None] = _log) -> SweepResult:
+              log: Callable[[str], None] = _log, batch_runs: int = 1,
+              batch_fn: Callable[[list[RunJob]], list[dict]] = run_batch) -> SweepResult:
     """Run every point of ``spec`` as an ordinary run folder under the sweep folder, then report.
 
     Finished runs (summary.json with metrics, no error) are skipped, runs with ``ckpt/last.pt``
@@ -109,12 +124,17 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
         run_fn: a top-level ``RunJob -> {"status", "error"?}`` (tests pass a fake).
         load: config loader (default ``sds3d.config.load_config``).
         log: progress lines.
+        batch_runs: train up to this many runs that share a prior in one process (one Ray task),
+            one prior call per step for all of them (``pipeline.run_batched``); 1: one run each.
+        batch_fn: a top-level ``[RunJob] -> [{"status", "error"?}]`` for those units (tests pass a fake).
 
     Returns:
         SweepResult with the rows of summary.csv and the paths of the report files.
     """
     if jobs < 1:
         raise SweepError(f"--jobs {jobs} must be at least 1")
+    if batch_runs < 1:
+        raise SweepError(f"--batch-runs {batch_runs} must be at least 1")
     cores = available_cores()
     if ray and ray_address:
         check_ray_address(ray_address)  # before anything is validated or written
@@ -153,12 +173,21 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
         log(f"[{done_count[0]}/{len(todo)}] {statuses[job.name]} {job.name}{err}")
 
     if todo:
-        if ray:
-            run_ray(todo, run_fn, ray_address or None, threads_per_run(jobs if jobs > 1 else cores, cores), cores, on_result)
-        elif jobs > 1:
-            run_processes(todo, run_fn, jobs, sweep_dir / "logs", on_result)
+        batched = batch_runs > 1
+        if batched:
+            from ..config import load_config
+
+            units = group_batches(todo, batch_runs, load or load_config)
+            log(f"{len(todo)} runs in {len(units)} batches of up to {batch_runs} (one prior call per step per batch)")
         else:
-            run_sequential(todo, run_fn, on_result)
+            units = [[job] for job in todo]
+        fn = batch_fn if batched else run_fn
+        if ray:
+            run_ray(units, fn, ray_address or None, threads_per_run(jobs if jobs > 1 else cores, cores), cores, on_result, batched)
+        elif jobs > 1:
+            run_processes(units, fn, jobs, sweep_dir / "logs", on_result, batched)
+        else:
+            run_sequential(units, fn, on_result, batched)
 
     runs: list[RunSpec] = [r for r, _ in planned]
     rows = collect_rows(runs, sweep_dir, statuses)
