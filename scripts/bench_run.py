@@ -11,7 +11,7 @@ imports, config), and the pipeline's own timings from summary.json: loading the 
 orbit video, mesh export, evaluation. CPU seconds (user + system of the process) are printed too:
 on a shared machine they move less than wall seconds. ``--against`` alternates A (this checkout)
 and B (the other) ``--repeats`` times and prints the median of every phase and the ratio A / B.
-``--json`` writes every run's numbers (scripts/fill_performance.py reads them).
+``--json`` writes every run's numbers (``scripts/perf_measure.py fill`` makes docs/performance.md's table of them).
 """
 
 from __future__ import annotations
