@@ -223,10 +223,12 @@ def run_batched(cfgs: list[RunConfig], run_dirs: list[Path], resume: list[bool],
                     except Exception as e:  # noqa: BLE001 - as in a batch: the run ends with its error
                         b.error = e
     except KeyboardInterrupt:
+        stop.signum = signal.SIGINT
+    if stop():  # Ctrl-C or SIGTERM: every run's checkpoint, then the caller stops
         for _, r, b in opened:
             with b.own_rng():
                 r.checkpoint(b.state)
-        raise TrainingInterrupted(max(b.state.step for _, _, b in opened), opened[0][1].run_dir, signal.SIGINT) from None
+        raise TrainingInterrupted(min(b.state.step for _, _, b in opened), opened[0][1].run_dir, stop.signum)
     for i, r, b in opened:
         if b.error is not None:
             results[i] = b.error

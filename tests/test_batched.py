@@ -174,3 +174,32 @@ def test_batched_training_knows_no_run_folder():
     tree = ast.parse((Path(__file__).resolve().parents[1] / "sds3d" / "batched.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"runs", "pipeline", "cli", "sweep"} and not any(m.startswith(("sweep", "pipeline")) for m in imported)
+
+
+def test_a_stopped_batch_checkpoints_every_run_and_resumes_bit_for_bit(tmp_path, tiny_pixel_prior, monkeypatch):
+    from sds3d import pipeline
+
+    straight = [_cfg(tmp_path, tiny_pixel_prior, f"straight{i}", *RUNS[i], *GRID) for i in range(2)]
+    run_batched(straight, [prepare_run_dir(c) for c in straight], [False, False], finish_run=False)
+
+    cfgs = [_cfg(tmp_path, tiny_pixel_prior, f"stopped{i}", *RUNS[i], *GRID) for i in range(2)]
+    dirs = [prepare_run_dir(c) for c in cfgs]
+    asked = {"n": 0}
+
+    def stop_after_two_steps(self):  # checked once per run and step: runs 0 and 1 finish steps 1 and 2
+        asked["n"] += 1
+        if asked["n"] > 4:
+            self.signum = 15
+        return self.signum is not None
+
+    monkeypatch.setattr(pipeline.StopRequest, "__call__", stop_after_two_steps)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run_batched(cfgs, dirs, [False, False], finish_run=False)
+    assert stopped.value.exit_code == 143
+    assert [load_checkpoint(d / "ckpt" / "last.pt")["step"] for d in dirs] == [2, 2]
+    monkeypatch.undo()
+    run_batched(cfgs, dirs, [True, True], finish_run=False)
+    for i in range(2):
+        a, b = _scene(tmp_path / f"straight{i}"), _scene(dirs[i])
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
