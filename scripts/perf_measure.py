@@ -119,7 +119,11 @@ def check_targets(s: dict) -> list[str]:
 
 
 def cmd_quality(args) -> Path:
+    from sds3d.config import load_config
+
     out = Path(args.out)
+    if args.max_steps is None:  # the config's own (a grid of one value: a sweep needs a grid)
+        args.max_steps = load_config(args.config, ["prompt=a red cube"]).trainer.max_steps
     rows, wall, cpu = sweep(args.config, {"trainer.max_steps": [str(args.max_steps)]}, SIXTEEN, [0], out,
                        list(args.overrides), args.jobs, args.batch_runs)
     s = summarise(rows)
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p = sub.add_parser("quality", help="the 16 prompts at seed 0 against the targets")
     common(p, "runs/sweeps/quality-toy-fast")
-    p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--max-steps", type=int, help="default: the config's trainer.max_steps")
     p.add_argument("overrides", nargs="*")
     p = sub.add_parser("throughput", help="runs per hour of the guidance-scale sweep (or a smaller one)")
     common(p, "runs/sweeps/throughput", config="configs/toy.yaml")

@@ -164,7 +164,9 @@ def occupied(estimator, x: Tensor) -> Tensor:
         x = (x - centre) * torch.exp2(-level)[:, None] + centre  # into the level-0 box
         offset = level.long() * estimator.cells_per_lvl
     k = res / (hi - lo)
-    cell = torch.minimum(torch.addcmul(-lo * k, x, k).floor_().clamp_(min=0), res - 1)  # (x - lo) res / (hi - lo)
+    cell = torch.addcmul(-lo * k, x, k).floor_()  # (x - lo) res / (hi - lo)
+    for axis, n in enumerate(estimator.resolution.tolist()):  # per column: a broadcast minimum is ~10x slower
+        cell[:, axis].clamp_(0, n - 1)
     strides = torch.stack([res[1] * res[2], res[2], torch.ones_like(res[2])])
     return torch.take(estimator.binaries, (cell @ strides).long() + offset)
 
