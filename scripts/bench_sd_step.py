@@ -8,12 +8,20 @@ Parts (run each in its own process so peak RSS is the part's own):
         77 x 1024 text embeddings (what one SDS step costs in the UNet per view).
   vae   the SD VAE encoder (AutoencoderKL from its config values, random weights): forward +
         backward of one image at --vae-size pixels (the render's path into latent space).
+  toy   the shipped toy prior's UNet (32 x 32 pixels, camera conditioned) on the CFG batch.
 
-Prints one JSON line per part, including the seconds per (parameter x pixel) constants that
-``sds3d.priors.diffusers_prior`` uses for its CPU warning. Check `uptime` first (load < 1.5).
+``--batches 2,4,8`` times the unet / toy call at each batch size (rows = 2 x runs sharing one call,
+as ``sds3d sweep --batch-runs`` makes) and prints seconds per call and per sample for each: how
+the per-sample cost falls when runs share the prior.
+
+Prints one JSON line per part (per batch size with --batches), including the seconds per
+(parameter x pixel) constants that ``sds3d.priors.diffusers_prior`` uses for its CPU warning.
+Check `uptime` first (load < 1.5).
 
     python scripts/bench_sd_step.py --part tiny
     python scripts/bench_sd_step.py --part unet --repeats 2
+    python scripts/bench_sd_step.py --part unet --batches 2,4 --repeats 1 --warmup 0
+    python scripts/bench_sd_step.py --part toy --batches 2,4,8,16 --threads 1
     python scripts/bench_sd_step.py --part vae --vae-size 256
 """
 
@@ -81,25 +89,47 @@ def bench_tiny(args) -> dict:
             "s_per_step_min": min(times), "repeats": len(times)}
 
 
-def bench_unet(args) -> dict:
+def per_batch(call, batches: list[int], args, params: int, pixels: int) -> list[dict]:
+    """Seconds per call and per sample of ``call(batch)`` at each batch size."""
+    out = []
+    for batch in batches:
+        times = timed(lambda: call(batch), args.repeats, warmup=args.warmup)
+        s = statistics.median(times)
+        out.append({"batch": batch, "s_per_call_median": s, "s_per_sample": s / batch, "s_all": [round(v, 4) for v in times],
+                    "s_per_param_pixel": s / (params * pixels * batch)})
+    return out
+
+
+def bench_unet(args) -> list[dict]:
     from diffusers import UNet2DConditionModel
 
     t0 = time.perf_counter()
     unet = UNet2DConditionModel(**SD21_BASE_UNET).eval().requires_grad_(False)
     build_s = time.perf_counter() - t0
     n = sum(p.numel() for p in unet.parameters())
-    x_t = torch.randn(2, 4, 64, 64)  # [x_t, x_t]: cond + uncond of one view
-    t = torch.tensor([500, 500])
-    emb = torch.randn(2, 77, 1024)
 
     @torch.no_grad()
-    def call():
-        unet(x_t, t, encoder_hidden_states=emb)
+    def call(batch: int):  # [x_t, x_t] per view: cond + uncond rows
+        unet(torch.randn(batch, 4, 64, 64), torch.full((batch,), 500), encoder_hidden_states=torch.randn(batch, 77, 1024))
 
-    times = timed(call, args.repeats, warmup=args.warmup)
-    s = statistics.median(times)
-    return {"part": "unet", "shape": "SD 2.1-base", "params": n, "build_s": round(build_s, 1), "s_per_step_median": s,
-            "s_per_step_all": [round(v, 2) for v in times], "s_per_param_pixel": s / (n * 64 * 64 * 2)}
+    rows = per_batch(call, args.batches, args, n, 64 * 64)
+    return [{"part": "unet", "shape": "SD 2.1-base", "params": n, "build_s": round(build_s, 1), **row} for row in rows]
+
+
+def bench_toy(args) -> list[dict]:
+    from sds3d.cameras import orbit_cameras
+    from sds3d.priors import load_prior
+
+    prior = load_prior("toy")
+    n = sum(p.numel() for p in prior.unet.parameters())
+    cond = prior.encode_prompts(["a green cone", ""])
+
+    @torch.no_grad()
+    def call(batch: int):
+        rows = [i % 2 for i in range(batch)]
+        prior.predict(torch.randn(batch, 3, 32, 32), torch.full((batch,), 500), cond[rows], orbit_cameras(batch))
+
+    return [{"part": "toy", "params": n, **row} for row in per_batch(call, args.batches, args, n, 32 * 32)]
 
 
 def bench_vae(args) -> dict:
@@ -122,7 +152,9 @@ def bench_vae(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["tiny", "unet", "vae"], required=True)
+    ap.add_argument("--part", choices=["tiny", "unet", "vae", "toy"], required=True)
+    ap.add_argument("--batches", type=lambda text: [int(v) for v in text.split(",")], default=[2], metavar="B1,B2,...",
+                    help="UNet rows per call for the unet and toy parts (default 2: one view's CFG pair)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=1)
@@ -130,10 +162,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    result = {"tiny": bench_tiny, "unet": bench_unet, "vae": bench_vae}[args.part](args)
-    result.update(threads=args.threads, torch=torch.__version__, peak_rss_mib=round(peak_rss_mib()),
-                  date=time.strftime("%Y-%m-%d"))
-    print(json.dumps(result))
+    results = {"tiny": bench_tiny, "unet": bench_unet, "vae": bench_vae, "toy": bench_toy}[args.part](args)
+    for result in results if isinstance(results, list) else [results]:
+        result.update(threads=args.threads, torch=torch.__version__, peak_rss_mib=round(peak_rss_mib()),
+                      date=time.strftime("%Y-%m-%d"))
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

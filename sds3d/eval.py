@@ -25,7 +25,7 @@ from .toyworld import world
 from .toyworld.judge import judge
 from .toyworld.meshes import grid_centres, mesh_colour_at, mesh_occupancy
 from .toyworld.prompts import parse_prompt
-from .toyworld.shapes import occupancy
+from .toyworld.shapes import bounding_radius, occupancy
 from .toyworld.v2.prompts import parse_prompt as parse_v2_prompt
 
 #: Yaw period of each shape kind about +z (0: rotationally symmetric, no search needed).
@@ -72,13 +72,19 @@ def _rotate_z(p: Tensor, deg: float) -> Tensor:
 
 def _iou_at_yaws(pred: Tensor, shape: str, resolution: int, yaws) -> tuple[float, float]:
     points = grid_points(resolution)
+    # The ground truth is empty outside its bounding sphere, at every yaw about +z: only the voxels
+    # inside it are evaluated (an eighth of the grid or less), |gt & pred| and |gt| there.
+    r = bounding_radius(shape)
+    near = (points.norm(dim=-1) <= r * (1.0 + 1e-6) + 1e-6).nonzero().squeeze(-1)
+    points, pred_near, n_pred = points[near], pred[near], int(pred.sum())
     best = (-1.0, 0.0)
     with torch.no_grad():
         for yaw in yaws:
             # Ground truth rotated by +yaw about +z: inside(p) = occupancy(R_z(-yaw) p).
             gt = occupancy(shape, _rotate_z(points, float(yaw)))
-            union = (gt | pred).sum().item()
-            iou = (gt & pred).sum().item() / union if union else 0.0
+            inter = int((gt & pred_near).sum())
+            union = n_pred + int(gt.sum()) - inter
+            iou = inter / union if union else 0.0
             if iou > best[0]:
                 best = (iou, float(yaw))
     return best

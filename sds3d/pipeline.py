@@ -1,7 +1,8 @@
 """A run, in order: prepare -> build prior, prompts, guidance, scene -> train -> finish.
 
 The only module that sequences a run (docs/architecture.md). ``run`` trains (or resumes) and
-finishes; ``finish`` writes the orbit video, the mesh, the toy-world metrics and summary.json,
+finishes; ``run_batched`` does the same for several runs sharing one prior (``sds3d sweep
+--batch-runs``), both from ``build_run``'s parts; ``finish`` writes the orbit video, the mesh, the toy-world metrics and summary.json,
 then report.html and the completion marker; ``render_orbit``, ``export_mesh`` and ``evaluate`` are the steps
 ``sds3d render / export / eval`` repeat on a finished run. Every file goes through ``sds3d.runs``
 and ``sds3d.atomic`` (written whole or not at all).
@@ -12,7 +13,8 @@ from __future__ import annotations
 import errno
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -85,6 +87,127 @@ def check_prompt(cfg: RunConfig) -> dict | None:
     return {"unknown_words": unknown, "notice": message}
 
 
+@dataclass
+class RunParts:
+    """A run ready to train (``build_run``): its parts, built and (on resume) restored from its folder,
+    with what both ``run`` and ``run_batched`` do around the training loop."""
+
+    cfg: RunConfig
+    run_dir: Path
+    prompts: object
+    guidance: object
+    scene: object
+    state: object
+    timings: dict
+    resumed: bool
+    first_step: int = 0
+    failed: bool = False  # more steps skipped than the run may skip: it cannot train any more
+    board: object = field(default=None, repr=False)
+
+    def checkpoint(self, s=None) -> None:
+        s = self.state if s is None else s
+        runs.write_checkpoint(self.run_dir, {**s.state_dict(), "scene": self.scene.state_dict(), "guidance": self.guidance.state_dict()})
+
+    @property
+    def max_skipped(self) -> float:
+        return self.cfg.trainer.max_skipped_fraction * self.cfg.trainer.max_steps
+
+    @contextmanager
+    def logging(self):
+        """metrics.jsonl (and TensorBoard with ``logger=tensorboard``) for the block; yields ``log(record)``."""
+        with runs.MetricsLog(self.run_dir) as metrics:
+            board = None
+            if self.cfg.logger == "tensorboard":
+                from .report.tensorboard import TensorBoardLog
+
+                board = TensorBoardLog(self.run_dir, first_step=self.state.step)
+
+            def log(record: dict) -> None:
+                metrics.write(record)
+                if board is not None:
+                    board.write(record)
+
+            try:
+                yield log
+            finally:
+                if board is not None:
+                    board.close()
+
+    def hooks(self, log, stop, progress=None):
+        """The trainer's hooks: ``log``, checkpoints, validation renders, and a stop on ``stop()`` or too many skipped steps."""
+        from .trainer import TrainHooks
+
+        cfg, scene, run_dir = self.cfg, self.scene, self.run_dir
+
+        def on_progress(s) -> None:
+            self.failed = s.skipped_steps > self.max_skipped
+            if progress is not None:
+                progress(s)
+
+        return TrainHooks(log=log, checkpoint=self.checkpoint, progress=on_progress, should_stop=lambda: stop() or self.failed,
+                          validate=lambda step: save_validation_renders(cfg, scene, run_dir / "renders" / f"step_{step:05d}.png"))
+
+    def trained(self, state, signum: int | None) -> None:
+        """After the loop: TrainingFailed (too many skipped steps), TrainingInterrupted (short of
+        max_steps; checkpoint saved unless no step ran), or the checkpoint and summary.json's training entries."""
+        self.state = state
+        t = self.cfg.trainer
+        if state.skipped_steps > self.max_skipped:
+            self.checkpoint(state)
+            message = (f"{state.skipped_steps} of {state.step} steps were skipped (a non-finite loss or gradient, or a gradient "
+                       f"zeroed entirely), more than trainer.max_skipped_fraction={t.max_skipped_fraction} of {t.max_steps}: "
+                       "the run did not train and no mesh was exported; lower guidance.scale or trainer.lr")
+            runs.update_summary(self.run_dir, {"prompt": self.cfg.prompt, "steps": state.step, "skipped_steps": state.skipped_steps,
+                                               "status": "failed", "error": message})
+            raise TrainingFailed(message)
+        if state.step == self.first_step and not self.resumed and state.step < t.max_steps:
+            raise TrainingInterrupted(state.step, self.run_dir, signum, saved=False)
+        self.checkpoint(state)
+        if state.step < t.max_steps:
+            raise TrainingInterrupted(state.step, self.run_dir, signum)
+        self.timings["train"] = state.elapsed_s
+        runs.update_summary(self.run_dir, {"prompt": self.cfg.prompt, "steps": t.max_steps, "skipped_steps": state.skipped_steps,
+                                           "train_seconds": round(state.elapsed_s, 2), "final_loss_sds": state.final_loss})
+
+    def interrupted(self, state) -> TrainingInterrupted:
+        """Ctrl-C inside a step: the checkpoint of the last whole step (none if no step ran), and the exception to raise."""
+        if state.step == self.first_step and not self.resumed:
+            return TrainingInterrupted(state.step, self.run_dir, signal.SIGINT, saved=False)
+        self.checkpoint(state)
+        return TrainingInterrupted(state.step, self.run_dir, signal.SIGINT)
+
+
+def build_run(cfg: RunConfig, run_dir: Path, resume: bool = False, prior=None) -> RunParts:
+    """The prior (unless given: the runs of a batch share one), prompts, guidance, scene and train
+    state of a run, restored from its checkpoint (resume); else its config.yaml is written."""
+    from .guidance import PromptProcessor, build_guidance
+    from .priors import load_prior
+    from .scene import build_scene
+    from .trainer import new_state
+
+    run_dir = Path(run_dir)
+    prompt_check = check_prompt(cfg)
+    if prompt_check is not None:
+        runs.update_summary(run_dir, {"prompt_check": prompt_check})
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    if prior is None:
+        prior = load_prior(cfg.prior.name_or_path, device=device, cfg=cfg.prior)
+    prompts = PromptProcessor(prior, cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent_prompts, cfg.camera)
+    guidance = build_guidance(cfg.guidance, prior)
+    scene = build_scene(cfg, device)
+    state = new_state(cfg, scene, guidance)
+    timings = {"load_prior": time.perf_counter() - t0}
+    if resume:
+        runs.restore(run_dir, scene, guidance, state)
+        runs.truncate_metrics(run_dir, state.step)
+    else:
+        runs.write_config(run_dir, cfg)
+    r = RunParts(cfg, run_dir, prompts, guidance, scene, state, timings, resumed=resume, first_step=state.step)
+    r.failed = state.skipped_steps > r.max_skipped
+    return r
+
+
 def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None, finish_run: bool = True,
         stop: StopRequest | None = None) -> dict:
     """Train ``cfg.prompt`` into the run folder ``run_dir`` (made by ``runs.open_run`` / ``runs.prepare_run_dir``), then finish it.
@@ -118,89 +241,107 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_after: int | N
 
 
 def _run(cfg: RunConfig, run_dir: Path, resume: bool, stop_after: int | None, finish_run: bool, stop: StopRequest) -> dict:
-    from .guidance import PromptProcessor, build_guidance
-    from .priors import load_prior
-    from .scene import build_scene
-    from .trainer import TrainHooks, new_state, train
-
-    prompt_check = check_prompt(cfg)
-    if prompt_check is not None:
-        runs.update_summary(run_dir, {"prompt_check": prompt_check})
-    device = resolve_device(cfg.device)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    t0 = time.perf_counter()
-    prior = load_prior(cfg.prior.name_or_path, device=device, cfg=cfg.prior)
-    prompts = PromptProcessor(prior, cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent_prompts, cfg.camera)
-    guidance = build_guidance(cfg.guidance, prior)
-    scene = build_scene(cfg, device)
-    state = new_state(cfg, scene, guidance)
-    timings = {"load_prior": time.perf_counter() - t0}
-    if resume:
-        runs.restore(run_dir, scene, guidance, state)
-        runs.truncate_metrics(run_dir, state.step)
-    else:
-        runs.write_config(run_dir, cfg)
-    first_step = state.step
-
-    def checkpoint(s) -> None:
-        runs.write_checkpoint(run_dir, {**s.state_dict(), "scene": scene.state_dict(), "guidance": guidance.state_dict()})
-
-    board = None
-    if cfg.logger == "tensorboard":
-        from .report.tensorboard import TensorBoardLog
-
-        board = TensorBoardLog(run_dir, first_step=state.step)
-
-    def log(record: dict) -> None:
-        metrics.write(record)
-        if board is not None:
-            board.write(record)
+    from .trainer import train
 
     t = cfg.trainer
-    max_skipped = t.max_skipped_fraction * t.max_steps
-    failed = [state.skipped_steps > max_skipped]  # more steps skipped than the run may skip: it cannot train any more
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    r = build_run(cfg, run_dir, resume)
+    state = r.state
     bar = tqdm(total=t.max_steps, initial=state.step, desc=" ".join(cfg.prompt.split())[:40], unit="step", disable=not t.progress, dynamic_ncols=True)
 
     def progress(s) -> None:
         bar.update(s.step - bar.n)
         bar.set_postfix(loss=f"{s.final_loss:.4g}", skipped=s.skipped_steps)
-        failed[0] = s.skipped_steps > max_skipped
 
     try:
-        with runs.MetricsLog(run_dir) as metrics:
-            hooks = TrainHooks(log=log, checkpoint=checkpoint, progress=progress, should_stop=lambda: stop() or failed[0],
-                               validate=lambda step: save_validation_renders(cfg, scene, run_dir / "renders" / f"step_{step:05d}.png"))
-            state = train(cfg, scene, guidance, prompts, state, hooks, stop_after=stop_after)
+        with r.logging() as log:
+            state = train(cfg, r.scene, r.guidance, r.prompts, state, r.hooks(log, stop, progress), stop_after=stop_after)
     except KeyboardInterrupt:
         bar.close()
-        if state.step == first_step and not resume:
-            raise TrainingInterrupted(state.step, run_dir, signal.SIGINT, saved=False) from None
-        checkpoint(state)
-        raise TrainingInterrupted(state.step, run_dir, signal.SIGINT) from None
-    finally:
-        if board is not None:
-            board.close()
+        raise r.interrupted(state) from None
     bar.close()
-    if state.skipped_steps > max_skipped:
-        checkpoint(state)
-        message = (f"{state.skipped_steps} of {state.step} steps were skipped (a non-finite loss or gradient, or a gradient "
-                   f"zeroed entirely), more than trainer.max_skipped_fraction={t.max_skipped_fraction} of {t.max_steps}: "
-                   "the run did not train and no mesh was exported; lower guidance.scale or trainer.lr")
-        runs.update_summary(run_dir, {"prompt": cfg.prompt, "steps": state.step, "skipped_steps": state.skipped_steps,
-                                      "status": "failed", "error": message})
-        raise TrainingFailed(message)
-    if state.step == first_step and not resume and state.step < t.max_steps:
-        raise TrainingInterrupted(state.step, run_dir, stop.signum, saved=False)
-    checkpoint(state)
-    if state.step < t.max_steps:
-        raise TrainingInterrupted(state.step, run_dir, stop.signum)
-    timings["train"] = state.elapsed_s
-    runs.update_summary(run_dir, {"prompt": cfg.prompt, "steps": t.max_steps, "skipped_steps": state.skipped_steps,
-                                  "train_seconds": round(state.elapsed_s, 2), "final_loss_sds": state.final_loss})
+    r.trained(state, stop.signum)
     if not finish_run:
         return runs.read_summary(run_dir)
-    return finish(cfg, run_dir, scene, timings, stop=stop)
+    return finish(cfg, run_dir, r.scene, r.timings, stop=stop)
+
+
+def run_batched(cfgs: list[RunConfig], run_dirs: list[Path], resume: list[bool], finish_run: bool = True,
+                stop: StopRequest | None = None) -> list:
+    """Train several runs in this process with one prior call per step for all of them (``sds3d.batched``).
+
+    The runs share one prior (the first config's ``prior``, ``device`` and ``trainer.threads``:
+    ``sds3d sweep --batch-runs`` groups runs that agree on them). An estimator without the
+    prepare/finish split (``guidance.batching``) trains its runs one after another instead, with
+    one notice. Each run's folder is locked throughout and ends as ``run`` leaves it.
+
+    Returns:
+        Per run, summary.json's content, or the exception that ended it (the others go on).
+
+    Raises:
+        TrainingInterrupted: Ctrl-C or SIGTERM; every run's checkpoint is saved first.
+    """
+    from .batched import BatchRun, train_batched
+    from .guidance.batching import supports_batching
+    from .priors import load_prior
+    from .trainer import train
+
+    first, stop = cfgs[0], stop or StopRequest()
+    if first.trainer.threads:
+        torch.set_num_threads(first.trainer.threads)
+    results: list = [None] * len(cfgs)
+    opened: list[tuple[int, RunParts, BatchRun]] = []
+    with ExitStack() as held, stop.installed():
+        t0 = time.perf_counter()
+        prior = load_prior(first.prior.name_or_path, device=resolve_device(first.device), cfg=first.prior)
+        shared_s = time.perf_counter() - t0
+        for i, (cfg, run_dir, res) in enumerate(zip(cfgs, run_dirs, resume)):
+            try:
+                held.enter_context(runs.locked(run_dir))
+                r = build_run(cfg, run_dir, res, prior=prior)
+                r.timings["load_prior"] += shared_s
+                opened.append((i, r, BatchRun(cfg, r.scene, r.guidance, r.prompts, r.state)))
+            except Exception as e:  # noqa: BLE001 - one run's bad config or checkpoint does not stop the others
+                results[i] = e
+        solo = [(i, r, b) for i, r, b in opened if not supports_batching(r.guidance)]
+        if solo:
+            notice(f"guidance.method={solo[0][1].cfg.guidance.method} does not split its step for --batch-runs; "
+                   f"its {len(solo)} run(s) train one after another")
+        batch = [b for _, r, b in opened if supports_batching(r.guidance)]
+        try:
+            with ExitStack() as logs:
+                for _, r, b in opened:
+                    b.hooks = r.hooks(logs.enter_context(r.logging()), stop)
+                train_batched(batch)
+                for _, r, b in solo:
+                    with b.own_rng():
+                        try:
+                            b.state = train(r.cfg, r.scene, r.guidance, r.prompts, b.state, b.hooks)
+                        except Exception as e:  # noqa: BLE001 - as in a batch: the run ends with its error
+                            b.error = e
+        except KeyboardInterrupt:
+            stop.signum = stop.signum or signal.SIGINT
+        if stop():  # Ctrl-C or SIGTERM: every run's checkpoint (those that trained a step), then the caller stops
+            for _, r, b in opened:
+                if b.state.step > r.first_step or r.resumed:
+                    with b.own_rng():
+                        r.checkpoint(b.state)
+            raise TrainingInterrupted(min(b.state.step for _, _, b in opened) if opened else 0,
+                                      opened[0][1].run_dir if opened else Path(run_dirs[0]), stop.signum)
+        for i, r, b in opened:
+            if b.error is not None:
+                results[i] = b.error
+                continue
+            try:
+                with b.own_rng():
+                    r.trained(b.state, stop.signum)
+                    results[i] = finish(r.cfg, r.run_dir, r.scene, r.timings, stop=stop) if finish_run else runs.read_summary(r.run_dir)
+            except TrainingInterrupted:
+                raise
+            except Exception as e:  # noqa: BLE001
+                results[i] = e
+    return results
 
 
 def finish(cfg: RunConfig, run_dir: Path, scene, timings: dict | None = None, stop=lambda: False) -> dict:

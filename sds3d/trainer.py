@@ -1,6 +1,8 @@
 """The optimisation loop of one stage, top to bottom: condition -> camera -> render -> estimator -> step.
 
-``train(cfg, scene, guidance, prompts, state, hooks)`` is all there is. It knows no command line and
+``train(cfg, scene, guidance, prompts, state, hooks)`` is all there is: each step is ``begin_step``
+(schedules, cameras, render), the estimator, ``end_step`` (regularisers, optimiser, hooks), split so
+``sds3d.batched`` can put one prior call between the halves of several runs. It knows no command line and
 no run folder: what happens to a log record, a checkpoint or a validation render is the caller's
 (``TrainHooks``; ``sds3d.pipeline`` writes them into the run folder). The loop owns the optimiser
 and every loss weight; the scene renders and the guidance returns losses. Runs are deterministic
@@ -99,6 +101,80 @@ def regularisers(cfg: RunConfig, out: dict) -> dict[str, torch.Tensor]:
     return losses
 
 
+def begin_step(cfg: RunConfig, scene, guidance, prompts, state: TrainState, device) -> tuple:
+    """The first half of a step, up to the estimator: schedules, the step's cameras and render.
+
+    Returns:
+        (cameras, shading mode, render output, the views' prompt conditions).
+    """
+    t, step = cfg.trainer, state.step
+    # Per-step schedules: learning rates (a group's own decay, else the trainer's), then the
+    # scene's own (VolSDF beta, occupancy grid) and the guidance's.
+    factor = lr_factor(step, t.max_steps, t.lr_schedule, t.lr_end_factor)
+    for group in state.optimizer.param_groups:
+        own = group.get("lr_schedule")
+        if own is not None:
+            group["lr"] = group["base_lr"] * lr_factor(step, own["steps"] or t.max_steps, own["kind"], own["end_factor"])
+        else:
+            group["lr"] = group["base_lr"] * (factor if group.get("scheduled", True) else 1.0)
+    scene.update_step(step, t.max_steps)
+    guidance.update_step(step, t.max_steps)
+
+    # Camera -> render (random shading mode per step, DreamFusion Sec. 3.1).
+    cams = sample_cameras(cfg.camera, generator=state.generator, step=step, max_steps=t.max_steps).to(device)
+    shading = sample_shading(cfg.render, state.generator)
+    out = scene.render(cams, shading=shading, generator=state.generator,
+                       need_normals=shading != "albedo" or t.lambda_orient > 0)
+    return cams, shading, out, prompts(cams.azimuth_deg, cams.elevation_deg)
+
+
+def end_step(cfg: RunConfig, scene, state: TrainState, hooks: TrainHooks, losses: dict, out: dict, shading: str, end: int,
+             t_start: float) -> None:
+    """The second half of a step, after the estimator: regularisers, the optimiser step (skipped and
+    counted when the loss or a gradient is not finite), then logging, progress, validation, checkpoint."""
+    t, step = cfg.trainer, state.step
+    losses.update(regularisers(cfg, out))
+    weights = loss_weights(cfg)
+    loss = sum(weights.get(k, 1.0) * v for k, v in losses.items() if k.startswith("loss_"))
+
+    # Optimiser step, unless the loss or a gradient is not finite, or every gradient is zero (SDS
+    # zeroes non-finite estimates, so nothing would be learnt): such steps are skipped and counted.
+    state.optimizer.zero_grad(set_to_none=True)
+    finite = bool(torch.isfinite(loss))
+    if finite:
+        scene.before_backward(step, out)
+        loss.backward()
+        peaks = [torch.linalg.vector_norm(p.grad, float("inf")) for g in state.optimizer.param_groups
+                 for p in g["params"] if p.grad is not None]  # max |grad| per tensor; NaN if any entry is
+        finite = all(bool(torch.isfinite(m)) for m in peaks) and any(bool(m > 0) for m in peaks)
+    if finite:
+        state.optimizer.step()
+        scene.after_optimizer_step(step, state.optimizer)  # may replace parameters (densification)
+        state.recent_losses = (state.recent_losses + [losses["loss_sds"].item()])[-LOSS_WINDOW:]
+    else:
+        state.skipped_steps += 1
+        state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.elapsed_s = time.time() - t_start
+
+    if state.step % max(1, t.log_every) == 0 or state.step == end:
+        record = {"step": state.step, "loss": loss.item() if finite else None, "skipped_steps": state.skipped_steps,
+                  "shading": shading, "lr": state.optimizer.param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 3)}
+        record.update({k: v.item() for k, v in losses.items() if v.numel() == 1 and math.isfinite(v.item())})
+        record.update(scene.stats())
+        hooks.log(record)
+    hooks.progress(state)
+    if t.val_every and state.step % t.val_every == 0:
+        hooks.validate(state.step)
+    if t.ckpt_every and state.step % t.ckpt_every == 0:
+        hooks.checkpoint(state)
+
+
+def step_end(cfg: RunConfig, stop_after: int | None) -> int:
+    """The step after which this stage stops: ``max_steps``, or ``stop_after`` if earlier."""
+    return cfg.trainer.max_steps if stop_after is None else min(cfg.trainer.max_steps, stop_after)
+
+
 def train(cfg: RunConfig, scene, guidance, prompts, state: TrainState, hooks: TrainHooks | None = None,
           stop_after: int | None = None) -> TrainState:
     """Optimise ``scene`` for the prompt from ``state.step`` to ``cfg.trainer.max_steps`` (or ``stop_after``).
@@ -114,66 +190,13 @@ def train(cfg: RunConfig, scene, guidance, prompts, state: TrainState, hooks: Tr
     Returns:
         The state after the last step taken (``state.step < max_steps`` when stopped early).
     """
-    t, hooks = cfg.trainer, hooks or TrainHooks()
+    hooks = hooks or TrainHooks()
     device = next(scene.parameters()).device
-    weights = loss_weights(cfg)
-    end = t.max_steps if stop_after is None else min(t.max_steps, stop_after)
+    end = step_end(cfg, stop_after)
     t_start = time.time() - state.elapsed_s
     while state.step < end and not hooks.should_stop():
-        step = state.step
-        # Per-step schedules: learning rates (a group's own decay, else the trainer's), then the
-        # scene's own (VolSDF beta, occupancy grid) and the guidance's.
-        factor = lr_factor(step, t.max_steps, t.lr_schedule, t.lr_end_factor)
-        for group in state.optimizer.param_groups:
-            own = group.get("lr_schedule")
-            if own is not None:
-                group["lr"] = group["base_lr"] * lr_factor(step, own["steps"] or t.max_steps, own["kind"], own["end_factor"])
-            else:
-                group["lr"] = group["base_lr"] * (factor if group.get("scheduled", True) else 1.0)
-        scene.update_step(step, t.max_steps)
-        guidance.update_step(step, t.max_steps)
-
-        # Camera -> render (random shading mode per step, DreamFusion Sec. 3.1).
-        cams = sample_cameras(cfg.camera, generator=state.generator, step=step, max_steps=t.max_steps).to(device)
-        shading = sample_shading(cfg.render, state.generator)
-        out = scene.render(cams, shading=shading, generator=state.generator,
-                           need_normals=shading != "albedo" or t.lambda_orient > 0)
-
-        # The estimator on the render (it batches its own prior calls), plus regularisers.
-        losses = guidance(out["rgb"], prompts(cams.azimuth_deg, cams.elevation_deg), step, cameras=cams,
-                          generator=state.generator)
-        losses.update(regularisers(cfg, out))
-        loss = sum(weights.get(k, 1.0) * v for k, v in losses.items() if k.startswith("loss_"))
-
-        # Optimiser step, unless the loss or a gradient is not finite, or every gradient is zero (SDS
-        # zeroes non-finite estimates, so nothing would be learnt): such steps are skipped and counted.
-        state.optimizer.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
-        if finite:
-            scene.before_backward(step, out)
-            loss.backward()
-            peaks = [torch.linalg.vector_norm(p.grad, float("inf")) for g in state.optimizer.param_groups
-                     for p in g["params"] if p.grad is not None]  # max |grad| per tensor; NaN if any entry is
-            finite = all(bool(torch.isfinite(m)) for m in peaks) and any(bool(m > 0) for m in peaks)
-        if finite:
-            state.optimizer.step()
-            scene.after_optimizer_step(step, state.optimizer)  # may replace parameters (densification)
-            state.recent_losses = (state.recent_losses + [losses["loss_sds"].item()])[-LOSS_WINDOW:]
-        else:
-            state.skipped_steps += 1
-            state.optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        state.elapsed_s = time.time() - t_start
-
-        if state.step % max(1, t.log_every) == 0 or state.step == end:
-            record = {"step": state.step, "loss": loss.item() if finite else None, "skipped_steps": state.skipped_steps,
-                      "shading": shading, "lr": state.optimizer.param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 3)}
-            record.update({k: v.item() for k, v in losses.items() if v.numel() == 1 and math.isfinite(v.item())})
-            record.update(scene.stats())
-            hooks.log(record)
-        hooks.progress(state)
-        if t.val_every and state.step % t.val_every == 0:
-            hooks.validate(state.step)
-        if t.ckpt_every and state.step % t.ckpt_every == 0:
-            hooks.checkpoint(state)
+        cams, shading, out, conditions = begin_step(cfg, scene, guidance, prompts, state, device)
+        # The estimator on the render (it batches its own prior calls); regularisers and the step in end_step.
+        losses = guidance(out["rgb"], conditions, state.step, cameras=cams, generator=state.generator)
+        end_step(cfg, scene, state, hooks, losses, out, shading, end, t_start)
     return state

@@ -145,14 +145,16 @@ class ScoreDistillation(Guidance):
         norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.ndim - 1)))
         return g * (bound / norm.clamp_min(1e-12)).clamp(max=1.0)
 
-    def losses(self, x: Tensor, g: Tensor, step: int, calls_before: int, **diagnostics: Tensor) -> dict[str, Tensor]:
+    def losses(self, x: Tensor, g: Tensor, step: int, calls_before: int | None = None, prior_calls: int | None = None,
+               **diagnostics: Tensor) -> dict[str, Tensor]:
         """loss_sds of direction g (module docstring) and the diagnostics every estimator logs.
 
         Non-finite entries of g are set to 0 (their fraction is "nonfinite_frac") before the clip.
 
         Returns:
             "loss_sds", "sds_grad_norm" (mean per-sample ||g||), "nonfinite_frac", "prior_calls"
-            (prior evaluations since ``calls_before``), and ``diagnostics`` (detached, 0-dim).
+            (prior evaluations since ``calls_before``, or ``prior_calls`` when the caller counts them:
+            a batched call shared by several runs is one call of each), and ``diagnostics`` (detached, 0-dim).
         """
         B = x.shape[0]
         with torch.no_grad():
@@ -166,7 +168,7 @@ class ScoreDistillation(Guidance):
             "sds_grad_norm": g.flatten(1).norm(dim=1).mean(),
             **{k: v.detach() for k, v in diagnostics.items()},
             "nonfinite_frac": nonfinite,
-            "prior_calls": torch.tensor(float(self.prior.calls - calls_before)),
+            "prior_calls": torch.tensor(float(self.prior.calls - calls_before if prior_calls is None else prior_calls)),
         }
 
     @staticmethod

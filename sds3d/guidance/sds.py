@@ -23,10 +23,12 @@ from torch import Tensor
 
 from sds3d.cameras import Cameras
 from sds3d.priors.condition import Condition
+from sds3d.priors.schedule import classifier_free_guidance
 
+from .batching import PriorRequest
 from .distillation import ScoreDistillation, randn, rows
 from .perp_neg import perp_neg_embeddings, perp_neg_guidance
-from .prompts import PromptEmbeddings, PromptError
+from .prompts import PromptEmbeddings
 
 
 class SDSGuidance(ScoreDistillation):
@@ -47,19 +49,70 @@ class SDSGuidance(ScoreDistillation):
     The negative prompt replaces the unconditional condition (it is the PromptEmbeddings' uncond).
     """
 
-    def _predict_eps_hat(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Cameras | None = None) -> Tensor:
-        """eps_hat from one batched prior call (no grad). Shapes: (B, C, h, w); B cameras or None."""
+    def _prior_rows(self, x_t: Tensor, t: Tensor, emb: PromptEmbeddings, cameras: Cameras | None) -> PriorRequest:
+        """The rows of the step's one prior call: [x_t] (scale 0), [x_t, x_t] with [cond, uncond]
+        (CFG), or Perp-Neg's [x_t] * (2 + K) with [positive, uncond, K negatives per sample].
+
+        A camera-conditioned prior sees the view's camera in every branch (conditional,
+        unconditional, negatives), as MVDream's guidance does; CFG acts on the text only.
+        """
         c, B = self.cfg, x_t.shape[0]
-        if not c.perp_neg or c.scale == 0:
-            return self.guided_eps(x_t, t, emb.cond, emb.uncond, c.scale, cameras)
-        positive, negatives, neg_weights = perp_neg_embeddings(emb, c.perp_neg_f_fs, c.perp_neg_f_sf, c.perp_neg_f_sb, c.perp_neg_f_fsb)
-        K = len(negatives) // B
-        # Rows: positive, uncond (samples 0..B-1 each), then K negatives per sample (sample-major).
-        cams = rows(torch.cat([torch.arange(B).repeat(2), torch.arange(B).repeat_interleave(K)]), cameras)
-        eps = self.prior.predict_eps(torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]), torch.cat([t, t, t.repeat_interleave(K)]),
-                                     Condition.cat([positive, emb.uncond, negatives]), cams)
-        eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
-        return perp_neg_guidance(eps_u, eps_c, eps_neg, neg_weights, c.scale)
+        if c.scale == 0:  # unconditional: eps_hat = eps_u, cond not evaluated
+            return PriorRequest(x_t, t, emb.uncond, cameras)
+        if c.perp_neg:
+            positive, negatives, neg_weights = perp_neg_embeddings(emb, c.perp_neg_f_fs, c.perp_neg_f_sf, c.perp_neg_f_sb, c.perp_neg_f_fsb)
+            K = len(negatives) // B
+            # Rows: positive, uncond (samples 0..B-1 each), then K negatives per sample (sample-major).
+            cams = rows(torch.cat([torch.arange(B).repeat(2), torch.arange(B).repeat_interleave(K)]), cameras)
+            return PriorRequest(torch.cat([x_t, x_t, x_t.repeat_interleave(K, dim=0)]), torch.cat([t, t, t.repeat_interleave(K)]),
+                                Condition.cat([positive, emb.uncond, negatives]), cams, {"neg_weights": neg_weights, "K": K})
+        return PriorRequest(torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([emb.cond, emb.uncond]),
+                            rows(torch.arange(B).repeat(2), cameras))
+
+    def _eps_hat(self, request: PriorRequest, out: Tensor, B: int) -> Tensor:
+        """eps_hat from the prior's raw output on ``request``'s rows: eps_u, CFG or Perp-Neg."""
+        c = self.cfg
+        eps = self.prior.schedule.to_eps(out, request.x_t, request.t)  # what ``Prior.predict_eps`` returns
+        if c.scale == 0:
+            return eps
+        if c.perp_neg:
+            K = request.context["K"]
+            eps_c, eps_u, eps_neg = eps[:B], eps[B : 2 * B], eps[2 * B :].unflatten(0, (B, K))
+            return perp_neg_guidance(eps_u, eps_c, eps_neg, request.context["neg_weights"], c.scale)
+        eps_c, eps_u = eps.chunk(2)
+        return classifier_free_guidance(eps_u, eps_c, c.scale)
+
+    def prepare(
+        self,
+        rgb: Tensor,
+        prompts: PromptEmbeddings,
+        step: int,
+        cameras: Cameras | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PriorRequest:
+        """The first half of ``forward``: x, t, eps and x_t, and the rows of the step's prior call
+        (``guidance.batching``); the arguments are ``forward``'s."""
+        B = self.check_batch(rgb, prompts)
+        x = self.prior.encode_images(rgb)
+        t, lo, hi = self.sample_timesteps(step, B, generator, x)
+        eps = randn(x.shape, generator, x)
+        with torch.no_grad():
+            x_t = self.prior.schedule.add_noise(x.detach(), eps, t)
+            request = self._prior_rows(x_t, t, prompts, self.prior_cameras(cameras))
+        request.context.update(x=x, t=t, eps=eps, lo=lo, hi=hi, step=step)
+        return request
+
+    def finish(self, request: PriorRequest, out: Tensor) -> dict[str, Tensor]:
+        """The second half of ``forward``, given the prior's output (``Prior.predict``) on ``request``'s rows."""
+        ctx = request.context
+        x, t, eps = ctx["x"], ctx["t"], ctx["eps"]
+        with torch.no_grad():
+            eps_hat = self._eps_hat(request, out, x.shape[0]).float()
+            w = self.prior.schedule.weight(t, self.cfg.weighting, like=eps_hat)
+            g = w * (eps_hat - eps.float())  # DreamFusion Eq. 3 without the generator Jacobian
+        # The step's rows are one prior call, whether alone or shared with the other runs of a batch.
+        return self.losses(x, g, ctx["step"], prior_calls=1, t_mean=t.float().mean(), t_lo=torch.tensor(float(ctx["lo"])),
+                           t_hi=torch.tensor(float(ctx["hi"])), w_mean=w.mean())
 
     def forward(
         self,
@@ -84,15 +137,7 @@ class SDSGuidance(ScoreDistillation):
             "w_mean", "nonfinite_frac" (fraction of g entries that were NaN/inf, set to 0),
             "prior_calls" (prior evaluations this step: 1).
         """
-        B = self.check_batch(rgb, prompts)
-        schedule, calls = self.prior.schedule, self.prior.calls
-        x = self.prior.encode_images(rgb)
-        t, lo, hi = self.sample_timesteps(step, B, generator, x)
-        eps = randn(x.shape, generator, x)
+        request = self.prepare(rgb, prompts, step, cameras, generator)
         with torch.no_grad():
-            x_t = schedule.add_noise(x.detach(), eps, t)
-            eps_hat = self._predict_eps_hat(x_t, t, prompts, self.prior_cameras(cameras)).float()
-            w = schedule.weight(t, self.cfg.weighting, like=eps_hat)
-            g = w * (eps_hat - eps.float())  # DreamFusion Eq. 3 without the generator Jacobian
-        return self.losses(x, g, step, calls, t_mean=t.float().mean(), t_lo=torch.tensor(float(lo)),
-                           t_hi=torch.tensor(float(hi)), w_mean=w.mean())
+            out = self.prior.predict(request.x_t, request.t, request.cond, request.cameras)
+        return self.finish(request, out)

@@ -3,7 +3,7 @@
 from .config import NerfaccConfig, RenderConfig, RenderConfigError, check_render_config
 from .losses import opacity_entropy_loss, opacity_loss, orientation_loss
 from .renderer import render, render_rays
-from .samplers import OccGridSampler, RaySamples, Sampler, StratifiedSampler, build_sampler, select_render_backend
+from .samplers import GridStratifiedSampler, OccGridSampler, RaySamples, Sampler, StratifiedSampler, build_sampler, select_render_backend
 from .shading import light_directions, sample_shading, shade
 from .volume import composite
 
@@ -18,6 +18,7 @@ __all__ = [
     "Sampler",
     "StratifiedSampler",
     "OccGridSampler",
+    "GridStratifiedSampler",
     "build_sampler",
     "select_render_backend",
     "composite",

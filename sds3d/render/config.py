@@ -8,7 +8,7 @@ from ..errors import UserError
 
 SHADINGS = ("albedo", "lambertian", "textureless")
 LIGHTS = ("fixed", "random")
-BACKENDS = ("auto", "torch", "nerfacc")
+BACKENDS = ("auto", "torch", "grid", "nerfacc")
 RAY_BOUNDS = ("sphere", "aabb")
 
 
@@ -18,7 +18,8 @@ class RenderConfigError(UserError):
 
 @dataclass
 class NerfaccConfig:
-    """Occupancy-grid marching of ``OccGridSampler`` (nerfacc / threestudio defaults for DreamFusion-sized scenes).
+    """Occupancy-grid marching of ``OccGridSampler`` (nerfacc / threestudio defaults for DreamFusion-sized scenes),
+    and the grid and thresholds of ``GridStratifiedSampler`` (``render.backend=grid``).
 
     grid_resolution, grid_levels: cells per axis of the occupancy grid over [-bound, bound]^3.
     update_every: refresh the grid every N steps (EMA of sigma * step size, ``ema_decay``; all
@@ -58,8 +59,10 @@ class RenderConfig:
     1e-3 keeps 22% of the samples, moves pixels by <= 0.005, and cuts forward+backward ~25%.
     chunk_size: rays per chunk of no-grad renders (validation, videos); grad renders are one pass.
     backend: the ray sampler (``samplers.build_sampler``): torch = stratified bins, batched
-    [rays, samples]; nerfacc = occupancy-grid marching, packed (CUDA, settings in ``nerfacc``);
-    auto = nerfacc where its CUDA ops run, else torch.
+    [rays, samples]; grid = the same bins minus those in empty cells of an occupancy grid and
+    behind low transmittance, packed, in PyTorch (any device; grid settings in ``nerfacc``,
+    ``samples_per_ray`` unused); nerfacc = occupancy-grid marching, packed (CUDA, settings in
+    ``nerfacc``); auto = nerfacc where its CUDA ops run, else torch.
     """
 
     resolution: int = 64

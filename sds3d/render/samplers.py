@@ -4,8 +4,9 @@
 ``OccGridSampler`` marches an occupancy grid with nerfacc's ``OccGridEstimator`` (Instant-NGP):
 empty cells are skipped and samples behind an opaque surface dropped, so each ray carries a
 different number of samples, stored packed. Its grid is state (refreshed by ``update``,
-checkpointed with ``state_dict``); its marching is a CUDA kernel. ``build_sampler`` picks one
-from ``render.backend``.
+checkpointed with ``state_dict``); its marching is a CUDA kernel. ``GridStratifiedSampler`` does the
+same skipping in PyTorch on any device: the stratified bins, minus those in empty cells of the same
+nerfacc grid and those behind low transmittance. ``build_sampler`` picks one from ``render.backend``.
 """
 
 from __future__ import annotations
@@ -146,6 +147,88 @@ class OccGridSampler(Sampler):
         return RaySamples(t_starts, t_ends, ray_indices.long(), n_rays=origins.shape[0])
 
 
+def occupied(estimator, x: Tensor) -> Tensor:
+    """Whether each point lies in an occupied cell of a nerfacc ``OccGridEstimator``. (N, 3) -> (N,) bool.
+
+    Level l of the grid covers its ``aabbs[l]`` (the level-0 box enlarged 2^l times about its
+    centre, nerfacc's layout); a point is looked up in the finest level that contains it, as
+    nerfacc's ``traverse_grids`` does. A point outside the coarsest box (the renderer samples
+    inside the scene box, so only by a rounding error) takes the nearest cell.
+    """
+    lo, hi = estimator.aabbs[0, :3], estimator.aabbs[0, 3:]
+    res = estimator.resolution.to(x)
+    offset = 0
+    if estimator.levels > 1:  # level l holds the points within 2^l half-widths of the centre
+        centre, half = (lo + hi) * 0.5, (hi - lo) * 0.5
+        level = torch.log2(((x - centre) / half).abs().amax(-1).clamp_min(1.0)).ceil_().clamp_(max=estimator.levels - 1)
+        x = (x - centre) * torch.exp2(-level)[:, None] + centre  # into the level-0 box
+        offset = level.long() * estimator.cells_per_lvl
+    k = res / (hi - lo)
+    cell = torch.addcmul(-lo * k, x, k).floor_()  # (x - lo) res / (hi - lo)
+    for axis, n in enumerate(estimator.resolution.tolist()):  # per column: a broadcast minimum is ~10x slower
+        cell[:, axis].clamp_(0, n - 1)
+    strides = torch.stack([res[1] * res[2], res[2], torch.ones_like(res[2])])
+    return torch.take(estimator.binaries, (cell @ strides).long() + offset)
+
+
+class GridStratifiedSampler(Sampler):
+    """The stratified bins minus the invisible ones, packed: nerfacc's empty-space skipping and early
+    stop in PyTorch (any device; nerfacc's own marching is a CUDA kernel).
+
+    Per ray, ``StratifiedSampler``'s S bins (the same generator draws); a bin is dropped when its
+    sample lies in an empty cell of nerfacc's ``OccGridEstimator`` (Instant-NGP's occupancy grid,
+    refreshed by ``update`` as ``OccGridSampler`` refreshes it, state in ``state_dict``), or when the
+    transmittance in front of it, from a no-grad density pass over the kept bins, is below
+    ``early_stop_eps``, or its alpha below ``alpha_threshold`` (nerfacc's ``sampling`` criteria).
+    With every cell occupied and both thresholds 0 the samples are the stratified ones, packed.
+    The occupancy of a cell is sigma times the longest bin, 2 bound / S.
+    """
+
+    packed = True
+
+    def __init__(self, bound: float, num_samples: int, cfg: NerfaccConfig | None = None):
+        super().__init__()
+        import nerfacc
+
+        self.cfg = cfg = cfg if cfg is not None else NerfaccConfig()
+        b = float(bound)
+        self.bins = StratifiedSampler(num_samples)
+        self.estimator = nerfacc.OccGridEstimator(roi_aabb=[-b, -b, -b, b, b, b], resolution=cfg.grid_resolution, levels=cfg.grid_levels)
+        self.step_size = 2.0 * b / int(num_samples)
+
+    @torch.no_grad()
+    def update(self, step: int, density_fn: DensityFn) -> None:
+        """Refresh the occupancy grid from the density every ``update_every`` steps (nerfacc's EMA)."""
+        c = self.cfg
+
+        def occ_eval_fn(x: Tensor) -> Tensor:  # opacity of one bin at x: sigma * bin length
+            return density_fn(x) * self.step_size
+
+        self.estimator.update_every_n_steps(step=step, occ_eval_fn=occ_eval_fn, occ_thre=c.occ_threshold,
+                                            ema_decay=c.ema_decay, warmup_steps=c.warmup_steps, n=c.update_every)
+
+    def sample(self, origins, dirs, near, far, density_fn, stratified, generator=None) -> RaySamples:
+        import nerfacc
+
+        bins = self.bins.sample(origins, dirs, near, far, density_fn, stratified, generator)
+        R, S = bins.t_starts.shape
+        c = self.cfg
+        with torch.no_grad():
+            x = bins.points(origins, dirs)
+            kept = occupied(self.estimator, x).nonzero().squeeze(-1)  # flat bin indices, row-major: by ray, in order
+            if c.early_stop_eps > 0 or c.alpha_threshold > 0:
+                sigma = x.new_zeros(R * S).index_put_((kept,), density_fn(x[kept]).to(x.dtype))
+                alpha_thre = min(c.alpha_threshold, self.estimator.occs.mean().item())  # as nerfacc's sampling
+                visible = nerfacc.render_visibility_from_density(bins.t_starts, bins.t_ends, sigma.view(R, S),
+                                                                 early_stop_eps=c.early_stop_eps, alpha_thre=alpha_thre)
+                kept = kept[visible.view(-1)[kept]]
+
+        def take(v: Tensor) -> Tensor:
+            return v.reshape(-1)[kept]
+
+        return RaySamples(take(bins.t_starts), take(bins.t_ends), kept // S, n_rays=R, t_samples=take(bins.t_samples))
+
+
 def nerfacc_cuda_status(build: bool = False) -> tuple[bool | None, str]:
     """Whether nerfacc's CUDA ops can run here, and why (for ``sds3d doctor`` and ``auto``).
 
@@ -175,13 +258,13 @@ def select_render_backend(requested: str, device: torch.device | str) -> tuple[s
     """The rendering backend for ``render.backend=requested`` on ``device``, and why.
 
     auto: nerfacc on a CUDA device when its ops are available (building them if needed), else
-    torch (batched). torch: always. nerfacc: CUDA + ops, else a RenderConfigError.
+    torch (batched). torch, grid: always. nerfacc: CUDA + ops, else a RenderConfigError.
     """
     device = torch.device(device)
-    if requested == "torch":
-        return "torch", "requested"
+    if requested in ("torch", "grid"):
+        return requested, "requested"
     if requested not in ("auto", "nerfacc"):
-        raise RenderConfigError(f"render.backend={requested!r} is unknown; use one of auto, torch, nerfacc")
+        raise RenderConfigError(f"render.backend={requested!r} is unknown; use one of auto, torch, grid, nerfacc")
     if device.type != "cuda":
         if requested == "nerfacc":
             raise RenderConfigError("render.backend=nerfacc (packed samples, OccGridEstimator) needs CUDA; use auto or torch on CPU")
@@ -199,4 +282,6 @@ def build_sampler(cfg: RenderConfig, bound: float, device: torch.device | str) -
     backend, _ = select_render_backend(cfg.backend, device)
     if backend == "nerfacc":
         return OccGridSampler(bound, cfg.nerfacc).to(device)
+    if backend == "grid":
+        return GridStratifiedSampler(bound, cfg.num_samples, cfg.nerfacc).to(device)
     return StratifiedSampler(cfg.num_samples).to(device)

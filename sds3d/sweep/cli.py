@@ -11,6 +11,7 @@ EPILOG = """examples:
   sds3d sweep configs/toy.yaml --grid guidance.scale=1,3,7.5,30,100 --prompts "a red cube" "a green cone" --seeds 0 1
   sds3d sweep configs/toy.yaml trainer.max_steps=300 --grid 'guidance.negative_prompt="blurry, low quality",""'
   sds3d sweep configs/sweeps/guidance-scale.yaml --jobs 2
+  sds3d sweep configs/sweeps/guidance-scale.yaml --batch-runs 4   (4 runs per process, one prior call per step)
   sds3d sweep configs/sweeps/guidance-scale.yaml --ray 10.0.0.5:6379   (sweep folder on shared storage)
 Re-running the same command skips finished runs, resumes unfinished ones and starts missing ones."""
 
@@ -28,6 +29,9 @@ def add_sweep_parser(sub, func) -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="DIR", help="sweep folder (default: OUT_DIR/sweeps/<config>-<keys>)")
     s.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="runs at a time, each in its own process with cores/N threads (default 1: sequential, in process)")
+    s.add_argument("--batch-runs", type=int, default=1, metavar="K",
+                   help="train up to K runs that share a prior in one process (or Ray task), one batched prior call per step "
+                        "for all of them (default 1)")
     s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="submit each run as a Ray task (local Ray without ADDRESS); needs pip install -e '.[distributed]'")
     s.set_defaults(func=func)
@@ -60,7 +64,7 @@ def run_sweep_cli(args) -> int:
     from .run import run_sweep
 
     spec = spec_from_args(args)
-    result = run_sweep(spec, jobs=args.jobs, ray=args.ray is not None, ray_address=args.ray or None)
+    result = run_sweep(spec, jobs=args.jobs, ray=args.ray is not None, ray_address=args.ray or None, batch_runs=args.batch_runs)
     for name, path in result.files.items():
         print(path)
     if result.failed:

@@ -1,10 +1,12 @@
 """Running a sweep's runs: one run in this process, N local subprocesses, or Ray tasks.
 
-Every executor takes the same picklable ``RunJob`` list and a top-level ``run_fn(job) -> dict``
-(default ``run_one``), so tests swap in a fake trainer and Ray ships the function by reference.
-A failed run comes back as ``{"status": "failed", "error": ...}``; it never stops the sweep.
-SIGINT or SIGTERM (``SweepStop``) starts no further run and reaches every running one once:
-each checkpoints and comes back ``{"status": "interrupted"}``.
+Every executor takes units of picklable ``RunJob`` s and a top-level function: ``run_fn(job) ->
+dict`` (default ``run_one``) for units of one run, or, with ``batched``, ``batch_fn(jobs) ->
+[dict]`` (default ``run_batch``: the runs of a unit train together, one prior call per step), so
+tests swap in a fake trainer and Ray ships the function by reference. A failed run comes back as
+``{"status": "failed", "error": ...}``; it never stops the sweep. SIGINT or SIGTERM
+(``SweepStop``) starts no further unit and reaches every running one once: each run checkpoints
+and comes back ``{"status": "interrupted"}``.
 """
 
 from __future__ import annotations
@@ -149,6 +151,43 @@ def run_one(job: RunJob) -> dict:
         return record_failure(Path(job.run_dir), _error_text(e))
 
 
+def run_batch(jobs: list[RunJob]) -> list[dict]:
+    """Train (or resume) runs together in this process, one prior call per step (``pipeline.run_batched``).
+
+    Returns:
+        Per job, what ``run_one`` returns (each run's failure recorded in its summary.json).
+        Ctrl-C, SIGTERM (every run checkpointed) still propagate.
+    """
+    from ..checkpoint import Interrupted
+    from ..config import load_config
+    from ..pipeline import run_batched
+    from ..runs import open_existing, open_run
+
+    results: list[dict | None] = [None] * len(jobs)
+    with contextlib.ExitStack() as held:
+        opened: list[tuple[int, object, Path]] = []
+        for i, job in enumerate(jobs):
+            try:
+                cfg = load_config(job.config, job.overrides)
+                folder = open_existing(job.run_dir) if job.mode == "resume" else open_run(cfg, overwrite=True)
+                opened.append((i, cfg, held.enter_context(folder)))
+            except RunInUse as e:  # another process runs it: its folder is not this sweep's to write
+                results[i] = {"status": "failed", "error": _error_text(e)}
+            except Exception as e:  # noqa: BLE001 - a bad run config fails that run only
+                results[i] = record_failure(Path(job.run_dir), _error_text(e))
+        if opened:
+            try:
+                outcomes = run_batched([c for _, c, _ in opened], [d for *_, d in opened],
+                                       [jobs[i].mode == "resume" for i, _, _ in opened])
+            except (KeyboardInterrupt, Interrupted):
+                raise
+            except Exception as e:  # noqa: BLE001 - e.g. the shared prior did not load: every run of the batch failed
+                outcomes = [e] * len(opened)
+            for (i, _, run_dir), outcome in zip(opened, outcomes):
+                results[i] = record_failure(run_dir, _error_text(outcome)) if isinstance(outcome, BaseException) else {"status": "done"}
+    return results
+
+
 def _fn_ref(fn: Callable) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
@@ -162,76 +201,93 @@ def _resolve_fn(ref: str) -> Callable:
 
 
 def worker_main(argv: list[str]) -> int:
-    """``python -m sds3d.sweep.worker FN_REF JOB_JSON``: run one job, print its result as JSON."""
+    """``python -m sds3d.sweep.worker FN_REF JOB_JSON``: run one job (a JSON object) or a batch (a JSON
+    list, given to the function as a list of jobs), print the result (a list for a batch) as JSON."""
     from ..checkpoint import Interrupted
 
     fn = _resolve_fn(argv[0])
+    payload = json.loads(argv[1])
+    batch = isinstance(payload, list)
     try:
-        result, code = fn(RunJob(**json.loads(argv[1]))), 0
+        result, code = (fn([RunJob(**j) for j in payload]) if batch else fn(RunJob(**payload))), 0
     except Interrupted as e:
         result, code = {**INTERRUPTED, "error": str(e)}, e.exit_code
     except KeyboardInterrupt:
         result, code = dict(INTERRUPTED), 130
+    if batch and isinstance(result, dict):  # interrupted: every run of the batch was
+        result = [result] * len(payload)
     print("SDS3D_SWEEP_RESULT " + json.dumps(result), flush=True)
     return code
 
 
-def run_sequential(jobs: list[RunJob], run_fn: Callable, on_result: Callable[[RunJob, dict], None],
-                   stop: SweepStop | None = None) -> None:
-    """One run after another in this process; a signal (inside a run: its checkpoint) ends the loop."""
+def _call(fn: Callable, unit: list[RunJob], batched: bool) -> list[dict]:
+    return fn(unit) if batched else [fn(unit[0])]
+
+
+def run_sequential(units: list[list[RunJob]], fn: Callable, on_result: Callable[[RunJob, dict], None],
+                   stop: SweepStop | None = None, batched: bool = False) -> None:
+    """One unit after another in this process; a signal (inside a run: its checkpoint) ends the loop."""
     from ..checkpoint import Interrupted
 
     stop = stop or SweepStop()
-    for job in jobs:
+    for unit in units:
         if stop():
             return
         try:
-            result = run_fn(job)
+            results = _call(fn, unit, batched)
         except Interrupted as e:
             stop.signum = stop.signum or e.signum or signal.SIGINT
-            on_result(job, {**INTERRUPTED, "error": str(e)})
+            for job in unit:
+                on_result(job, {**INTERRUPTED, "error": str(e)})
             return
         except KeyboardInterrupt:
             stop.signum = stop.signum or signal.SIGINT
-            on_result(job, dict(INTERRUPTED))
+            for job in unit:
+                on_result(job, dict(INTERRUPTED))
             return
-        except Exception as e:  # noqa: BLE001 - a run_fn that raises still only fails its run
-            result = record_failure(Path(job.run_dir), _error_text(e))
-        on_result(job, result)
+        except Exception as e:  # noqa: BLE001 - a function that raises still only fails its runs
+            results = [record_failure(Path(job.run_dir), _error_text(e)) for job in unit]
+        for job, result in zip(unit, results):
+            on_result(job, result)
 
 
-def _run_subprocess(job: RunJob, fn_ref: str, log_path: Path, stop: SweepStop) -> dict:
+def _run_subprocess(unit: list[RunJob], fn_ref: str, batched: bool, log_path: Path, stop: SweepStop) -> list[dict]:
     env = dict(os.environ)
     # The child imports exactly what this process can (tests pass fakes defined in tests/).
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    payload = [asdict(job) for job in unit] if batched else asdict(unit[0])
     with open(log_path, "w") as log:
-        proc = stop.popen([sys.executable, "-m", "sds3d.sweep.worker", fn_ref, json.dumps(asdict(job))],
+        proc = stop.popen([sys.executable, "-m", "sds3d.sweep.worker", fn_ref, json.dumps(payload)],
                           stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-        if proc is None:  # the sweep is stopping: this run does not start
-            return dict(INTERRUPTED)
+        if proc is None:  # the sweep is stopping: this unit does not start
+            return [dict(INTERRUPTED) for _ in unit]
         try:
             stdout, _ = proc.communicate()
         finally:
             stop.done(proc)
     for line in reversed(stdout.splitlines()):
         if line.startswith("SDS3D_SWEEP_RESULT "):
-            return json.loads(line.split(" ", 1)[1])
+            result = json.loads(line.split(" ", 1)[1])
+            return result if batched else [result]
     if stop():  # killed by the forwarded signal before its own handler was installed
-        return dict(INTERRUPTED)
+        return [dict(INTERRUPTED) for _ in unit]
     tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:]
     error = f"worker exited with status {proc.returncode}" + (f": {tail[0].strip()[:400]}" if tail else "")
-    return record_failure(Path(job.run_dir), error)
+    return [record_failure(Path(job.run_dir), error) for job in unit]
 
 
-def run_processes(jobs: list[RunJob], run_fn: Callable, n: int, log_dir: Path,
-                  on_result: Callable[[RunJob, dict], None], stop: SweepStop | None = None) -> None:
-    """``n`` runs at a time, each in its own ``python -m sds3d.sweep.worker`` process (log in log_dir)."""
-    ref, stop = _fn_ref(run_fn), stop or SweepStop()
+def run_processes(units: list[list[RunJob]], fn: Callable, n: int, log_dir: Path,
+                  on_result: Callable[[RunJob, dict], None], stop: SweepStop | None = None, batched: bool = False) -> None:
+    """``n`` units at a time, each in its own ``python -m sds3d.sweep.worker`` process (log in log_dir,
+    named after the unit's first run)."""
+    ref, stop = _fn_ref(fn), stop or SweepStop()
     with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
-        futures = {pool.submit(_run_subprocess, job, ref, Path(log_dir) / f"{job.name}.log", stop): job for job in jobs}
+        futures = {pool.submit(_run_subprocess, unit, ref, batched, Path(log_dir) / f"{unit[0].name}.log", stop): unit
+                   for unit in units}
         for fut in as_completed(futures):
-            on_result(futures[fut], fut.result())
+            for job, result in zip(futures[fut], fut.result()):
+                on_result(job, result)
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
@@ -296,9 +352,10 @@ def connect_ray(address: str | None, local_cpus: int, env_vars: dict | None = No
     return ray, True
 
 
-def run_ray(jobs: list[RunJob], run_fn: Callable, address: str | None, cpus_per_run: int, local_cpus: int,
-            on_result: Callable[[RunJob, dict], None], stop: SweepStop | None = None) -> None:
-    """Every run as a Ray task: ``num_gpus=1`` when the cluster has GPUs, else ``num_cpus=cpus_per_run``.
+def run_ray(units: list[list[RunJob]], fn: Callable, address: str | None, cpus_per_run: int, local_cpus: int,
+            on_result: Callable[[RunJob, dict], None], stop: SweepStop | None = None, batched: bool = False) -> None:
+    """Every unit as a Ray task: ``num_gpus=1`` when the cluster has GPUs (a batch of runs shares its
+    GPU and its prior), else ``num_cpus=cpus_per_run``.
 
     On a remote cluster the sweep folder and the config must be on storage every node sees. On a
     stop, every pending task is cancelled (a KeyboardInterrupt in it: a running one checkpoints).
@@ -309,16 +366,16 @@ def run_ray(jobs: list[RunJob], run_fn: Callable, address: str | None, cpus_per_
     ray, started = connect_ray(address, local_cpus, env)
     try:
         gpu = ray.cluster_resources().get("GPU", 0) >= 1
-        task = ray.remote(run_fn).options(num_gpus=1, num_cpus=1) if gpu else ray.remote(run_fn).options(num_cpus=cpus_per_run)
-        pending = {task.remote(job): job for job in jobs}
+        task = ray.remote(fn).options(num_gpus=1, num_cpus=1) if gpu else ray.remote(fn).options(num_cpus=cpus_per_run)
+        pending = {task.remote(unit if batched else unit[0]): unit for unit in units}
         with stop.installed():  # after ray.init, which may install handlers of its own
-            _wait_ray(ray, pending, stop, on_result)
+            _wait_ray(ray, pending, stop, on_result, batched)
     finally:
         if started:
             ray.shutdown()
 
 
-def _wait_ray(ray, pending: dict, stop: SweepStop, on_result: Callable[[RunJob, dict], None]) -> None:
+def _wait_ray(ray, pending: dict, stop: SweepStop, on_result: Callable[[RunJob, dict], None], batched: bool) -> None:
     """Report each task as it ends; on a stop, cancel the pending ones and report them interrupted."""
     cancelled = False
     while pending:
@@ -328,9 +385,12 @@ def _wait_ray(ray, pending: dict, stop: SweepStop, on_result: Callable[[RunJob, 
             cancelled = True
         done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         for ref in done:
-            job = pending.pop(ref)
+            unit = pending.pop(ref)
             try:
                 result = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - RayTaskError, worker crash, OOM kill: the run failed
-                result = dict(INTERRUPTED) if cancelled else record_failure(Path(job.run_dir), _error_text(getattr(e, "cause", None) or e))
-            on_result(job, result)
+                results = result if batched else [result]
+            except Exception as e:  # noqa: BLE001 - RayTaskError, worker crash, OOM kill: the runs failed
+                error = _error_text(getattr(e, "cause", None) or e)
+                results = [dict(INTERRUPTED) if cancelled else record_failure(Path(job.run_dir), error) for job in unit]
+            for job, r in zip(unit, results):
+                on_result(job, r)

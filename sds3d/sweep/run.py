@@ -14,8 +14,8 @@ from ..checkpoint import Interrupted
 from ..config import literal
 from ..paths import slugify
 from ..runs import locked
-from .execute import (RunJob, SweepStop, available_cores, check_ray_address, run_one, run_processes, run_ray, run_sequential,
-                      run_state, threads_per_run)
+from .execute import (RunJob, SweepStop, available_cores, check_ray_address, run_batch, run_one, run_processes, run_ray,
+                      run_sequential, run_state, threads_per_run)
 from .grid import CONFIG_KEY, RunSpec, SweepError, SweepSpec, expand
 from .report import collect_rows, write_comparison, write_csv, write_index, write_markdown
 
@@ -103,13 +103,27 @@ def _write_sweep_file(spec: SweepSpec, sweep_dir: Path) -> None:
     atomic.write_text(sweep_dir / "sweep.yaml", OmegaConf.to_yaml(OmegaConf.create(literal(data))))
 
 
+def batch_key(cfg) -> str:
+    """What runs must share to train in one batch: the prior (its folder and settings) and the device."""
+    return repr((getattr(cfg, "prior", None), getattr(cfg, "device", None)))
+
+
+def group_batches(todo: list[RunJob], k: int, load: Callable) -> list[list[RunJob]]:
+    """``todo`` in units of at most ``k`` runs that share a prior (``batch_key``), in sweep order."""
+    groups: dict[str, list[RunJob]] = {}
+    for job in todo:
+        groups.setdefault(batch_key(load(job.config, job.overrides)), []).append(job)
+    return [jobs[i : i + k] for jobs in groups.values() for i in range(0, len(jobs), k)]
+
+
 def _log(msg: str) -> None:
     print(f"sds3d sweep: {msg}", file=sys.stderr, flush=True)
 
 
 def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: str | None = None,
               run_fn: Callable[[RunJob], dict] = run_one, load: Callable | None = None,
-              log: Callable[[str], None] = _log) -> SweepResult:
+              log: Callable[[str], None] = _log, batch_runs: int = 1,
+              batch_fn: Callable[[list[RunJob]], list[dict]] = run_batch) -> SweepResult:
     """Run every point of ``spec`` as an ordinary run folder under the sweep folder, then report.
 
     Finished runs (their completion marker) are skipped, runs with ``ckpt/last.pt`` resume, the
@@ -125,6 +139,9 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
         run_fn: a top-level ``RunJob -> {"status", "error"?}`` (tests pass a fake).
         load: config loader (default ``sds3d.config.load_config``).
         log: progress lines.
+        batch_runs: train up to this many runs that share a prior in one process (one Ray task),
+            one prior call per step for all of them (``pipeline.run_batched``); 1: one run each.
+        batch_fn: a top-level ``[RunJob] -> [{"status", "error"?}]`` for those units (tests pass a fake).
 
     Returns:
         SweepResult with the rows of summary.csv and the paths of the report files.
@@ -135,6 +152,8 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
     """
     if jobs < 1:
         raise SweepError(f"--jobs {jobs} must be at least 1")
+    if batch_runs < 1:
+        raise SweepError(f"--batch-runs {batch_runs} must be at least 1")
     cores = available_cores()
     if ray and ray_address:
         check_ray_address(ray_address)  # before anything is validated or written
@@ -151,11 +170,12 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, ray: bool = False, ray_address: st
     except OSError as e:
         raise SweepError(f"cannot create the sweep folder {sweep_dir} ({e.strerror or e}); choose another with --out") from None
     with locked(sweep_dir, "sweep folder"):
-        return _run_locked(spec, sweep_dir, planned, jobs, ray, ray_address, run_fn, log, cores, extra)
+        return _run_locked(spec, sweep_dir, planned, jobs, ray, ray_address, run_fn, log, cores, extra, batch_runs, batch_fn, load)
 
 
 def _run_locked(spec: SweepSpec, sweep_dir: Path, planned: list, jobs: int, ray: bool, ray_address: str | None,
-                run_fn: Callable, log: Callable[[str], None], cores: int, extra: list[str]) -> SweepResult:
+                run_fn: Callable, log: Callable[[str], None], cores: int, extra: list[str], batch_runs: int = 1,
+                batch_fn: Callable = run_batch, load: Callable | None = None) -> SweepResult:
     _write_sweep_file(spec, sweep_dir)
     statuses: dict[str, str] = {}
     todo: list[RunJob] = []
@@ -179,13 +199,23 @@ def _run_locked(spec: SweepSpec, sweep_dir: Path, planned: list, jobs: int, ray:
 
     stop = SweepStop()
     if todo:
+        batched = batch_runs > 1
+        if batched:
+            from ..config import load_config
+
+            units = group_batches(todo, batch_runs, load or load_config)
+            log(f"{len(todo)} runs in {len(units)} batches of up to {batch_runs} (one prior call per step per batch)")
+        else:
+            units = [[job] for job in todo]
+        fn = batch_fn if batched else run_fn
         with stop.installed():
             if ray:
-                run_ray(todo, run_fn, ray_address or None, threads_per_run(jobs if jobs > 1 else cores, cores), cores, on_result, stop)
+                run_ray(units, fn, ray_address or None, threads_per_run(jobs if jobs > 1 else cores, cores), cores, on_result, stop,
+                        batched)
             elif jobs > 1:
-                run_processes(todo, run_fn, jobs, sweep_dir / "logs", on_result, stop)
+                run_processes(units, fn, jobs, sweep_dir / "logs", on_result, stop, batched)
             else:
-                run_sequential(todo, run_fn, on_result, stop)
+                run_sequential(units, fn, on_result, stop, batched)
 
     runs: list[RunSpec] = [r for r, _ in planned]
     for run in runs:
