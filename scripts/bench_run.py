@@ -49,7 +49,9 @@ def run_once(tree: Path, config: str, prompt: str, threads: int, overrides: list
         summary = json.loads((Path(tmp) / "bench" / "summary.json").read_text())
     timings = summary.get("timings", {})
     out = {k: float(timings.get(k, float("nan"))) for k, _ in PHASES[1:6]}
-    out.update(total=wall, startup=wall - sum(v for v in out.values() if v == v),
+    # A checkout that records no phase timings (before issue 14) has its whole time in "total" only.
+    startup = wall - sum(v for v in out.values() if v == v) if timings else float("nan")
+    out.update(total=wall, startup=startup,
                cpu=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), steps=summary.get("steps"))
     ev = summary.get("eval") or {}
     out.update({k: ev.get(k) for k in ("mesh_iou", "colour_error", "recognition")})
