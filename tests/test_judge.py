@@ -1,6 +1,7 @@
 import torch
 
 from sds3d.cameras import CameraConfig, sample_cameras
+from sds3d.toyworld import judge as judge_module
 from sds3d.toyworld import world
 from sds3d.toyworld.judge import colour_scores, judge
 from sds3d.toyworld.render import render
@@ -41,3 +42,50 @@ def test_judge_gives_a_grey_blob_no_colour_with_confidence():
     assert -scores.max() > 3 * torch.cat(own).max()
     assert [shape for _, shape in judge(greys)] == ["sphere"] * 3
     assert judge(torch.ones(0, 3, 32, 32)) == []
+
+
+def test_the_shipped_templates_are_a_fresh_render_bit_for_bit():
+    # The file is what the judge reads in every run; stale, it would silently be rendered again
+    # (correct, ~2 s slower): rewrite it with `python scripts/make_judge_templates.py`.
+    shipped = judge_module.read_templates(judge_module.TEMPLATES_PATH)
+    assert shipped is not None, "judge_templates.npz is missing or stale: python scripts/make_judge_templates.py"
+    masks, ids = judge_module.render_templates()
+    assert shipped[0].dtype == masks.dtype and torch.equal(shipped[0], masks)
+    assert shipped[1].dtype == ids.dtype and torch.equal(shipped[1], ids)
+
+
+def test_templates_round_trip_and_a_stale_missing_or_corrupt_file_reads_as_none(tmp_path, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    small = (torch.rand(6, 16, generator=g), torch.arange(6) % 4)
+    monkeypatch.setattr(judge_module, "render_templates", lambda: small)
+    path = judge_module.write_templates(tmp_path / "t.npz")
+    masks, ids = judge_module.read_templates(path)
+    assert torch.equal(masks, small[0]) and torch.equal(ids, small[1])
+
+    monkeypatch.setattr(judge_module, "templates_key", lambda: "another world")
+    assert judge_module.read_templates(path) is None
+    assert judge_module.read_templates(tmp_path / "missing.npz") is None
+    (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
+    assert judge_module.read_templates(tmp_path / "corrupt.npz") is None
+
+
+def test_the_key_changes_with_the_world_and_the_grid(tmp_path, monkeypatch):
+    key = judge_module.templates_key()
+    monkeypatch.setattr(judge_module, "TEMPLATE_ELEVATIONS", 7)
+    assert judge_module.templates_key() != key
+    monkeypatch.undo()
+    spec = tmp_path / "toyworld.json"
+    spec.write_bytes(world.SPEC_PATH.read_bytes() + b" ")
+    monkeypatch.setattr(world, "SPEC_PATH", spec)
+    assert judge_module.templates_key() != key
+
+
+def test_without_a_current_file_the_judge_renders_its_templates(tmp_path, monkeypatch):
+    rendered = (torch.zeros(4, 32 * 32), torch.arange(4))
+    monkeypatch.setattr(judge_module, "TEMPLATES_PATH", tmp_path / "missing.npz")
+    monkeypatch.setattr(judge_module, "render_templates", lambda: rendered)
+    judge_module._templates.cache_clear()
+    try:
+        assert judge_module._templates() is rendered
+    finally:
+        judge_module._templates.cache_clear()

@@ -2,9 +2,11 @@
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+import inspect
 
-from sds3d.priors.schedule import NoiseSchedule, classifier_free_guidance
+from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler
+
+from sds3d.priors.schedule import NoiseSchedule, classifier_free_guidance, scheduler_from_config
 
 TOY = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "clip_sample": False}
 # Stable Diffusion 1.x/2.x: scaled-linear betas, a PNDM config with set_alpha_to_one false and steps_offset 1.
@@ -187,3 +189,22 @@ def test_classifier_free_guidance_by_hand():
     u, c = torch.tensor([0.2, -1.0]), torch.tensor([1.0, 1.0])
     torch.testing.assert_close(classifier_free_guidance(u, c, 7.5), torch.tensor([0.2 + 7.5 * 0.8, -1.0 + 7.5 * 2.0]))
     assert torch.equal(classifier_free_guidance(u, c, 0.0), u) and torch.equal(classifier_free_guidance(u, c, 1.0), c)
+
+
+# A config saved with defaulted keys (diffusers lists them in _use_default_values and from_config drops them).
+DEFAULTED = TOY | {"_use_default_values": ["steps_offset"], "steps_offset": 7, "timestep_spacing": "trailing"}
+FLOW = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
+
+
+@pytest.mark.parametrize("cls, config", [(c, cfg) for c in (DDPMScheduler, DDIMScheduler) for cfg in (*CONFIGS, DEFAULTED)]
+                         + [(FlowMatchEulerDiscreteScheduler, FLOW)])
+def test_scheduler_from_config_builds_what_from_config_builds(cls, config):
+    ours, ref = scheduler_from_config(cls, config), cls.from_config(config)
+    keys = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    assert {k: ours.config[k] for k in keys} == {k: ref.config[k] for k in keys}
+    for name in ("alphas_cumprod", "sigmas", "timesteps"):
+        if hasattr(ref, name):
+            assert torch.equal(getattr(ours, name), getattr(ref, name)), name
+    ours.set_timesteps(50)
+    ref.set_timesteps(50)
+    assert torch.equal(ours.timesteps, ref.timesteps)

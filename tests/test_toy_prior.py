@@ -204,3 +204,54 @@ def test_train_prior_bad_numbers_are_one_line_errors(tmp_path, capsys, args, say
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sds3d: error: {says}") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+_TEXTS = ["a green cone", "A  RED cube, seen from the side!", "a yellow torus from above", "ünïcödé café 東京 🚀",
+          "it's a don't-you're <|endoftext|> x", "", "cone " * 30]
+
+
+def _slow_clip_tokenizer(path):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
+
+
+def test_the_toy_priors_tokenizer_is_read_from_its_file_and_is_from_pretrained_s():
+    import json
+
+    from sds3d.priors.loading import PipelineFolder
+    from sds3d.toyworld import world
+    from sds3d.toyworld.prompts import make_prompt
+
+    fast, slow = PipelineFolder(TOY_PRIOR_PATH).load_tokenizer("tokenizer", ("clip",), 77), _slow_clip_tokenizer(TOY_PRIOR_PATH)
+    assert type(fast).__name__ == "TokenizersBackend"
+    assert json.loads(fast.backend_tokenizer.to_str()) == json.loads(slow.backend_tokenizer.to_str())
+    assert fast.model_max_length == slow.model_max_length
+    # The grammar's 80 texts (16 prompts with and without the 4 view suffixes), the empty one, and others.
+    texts = [make_prompt(c, s, v) for c in world.COLOURS for s in world.SHAPES for v in (None, *world.VIEWS)] + _TEXTS
+    for kw in ({"padding": "max_length", "max_length": fast.model_max_length, "truncation": True}, {}):
+        assert fast(texts, **kw).input_ids == slow(texts, **kw).input_ids
+
+
+@pytest.mark.parametrize("change", ["normalizer", "post_processor", "added_token", "config_key"])
+def test_a_tokenizer_file_clip_tokenizer_would_rebuild_differently_takes_from_pretrained(tmp_path, change):
+    import json
+
+    from sds3d.priors.loading import PipelineFolder
+
+    folder = tmp_path / "prior"
+    shutil.copytree(TOY_PRIOR_PATH, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    tok_file, cfg_file = folder / "tokenizer" / "tokenizer.json", folder / "tokenizer" / "tokenizer_config.json"
+    tok, cfg = json.loads(tok_file.read_text()), json.loads(cfg_file.read_text())
+    if change == "normalizer":
+        tok["normalizer"]["normalizers"] = tok["normalizer"]["normalizers"][:-1]  # no Lowercase
+    elif change == "post_processor":
+        tok["post_processor"] = None
+    elif change == "added_token":
+        tok["added_tokens"].append({**tok["added_tokens"][-1], "id": 7, "content": "<|extra|>"})
+    else:
+        cfg["added_tokens_decoder"] = {}
+    tok_file.write_text(json.dumps(tok))
+    cfg_file.write_text(json.dumps(cfg))
+    tokenizer = PipelineFolder(folder).load_tokenizer("tokenizer", ("clip",), 77)
+    assert type(tokenizer).__name__ == "CLIPTokenizer"

@@ -21,6 +21,7 @@ the device of ``like`` when a tensor (B, ...) is given to broadcast against.
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import Mapping
@@ -43,6 +44,18 @@ def classifier_free_guidance(out_uncond: Tensor, out_cond: Tensor, scale: float)
     Any prediction type: it is linear, so guiding eps, v or x0 outputs gives the same x0-hat.
     """
     return out_uncond + scale * (out_cond - out_uncond)
+
+
+def scheduler_from_config(cls: type, config: Mapping):
+    """``cls(**the config's keys its __init__ takes)``: the scheduler ``cls.from_config(config)`` builds.
+
+    Written out because ``from_config`` imports every compatible scheduler class to filter the keys
+    (LMSDiscreteScheduler imports scipy.stats: ~0.5 s of every prior load). Keys the config marks as
+    defaulted (``_use_default_values``) and private keys are dropped, as ``from_config`` does.
+    """
+    defaulted = set(config.get("_use_default_values", ()))
+    keys = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"} - set(cls.ignore_for_config)
+    return cls(**{k: v for k, v in config.items() if k in keys and k not in defaulted})
 
 
 def _broadcast(values: Tensor, like: Tensor | None) -> Tensor:
@@ -165,13 +178,13 @@ class NoiseSchedule(Schedule):
         from diffusers import DDIMScheduler, DDPMScheduler
 
         config = dict(config)
-        ddpm = DDPMScheduler.from_config(config)
+        ddpm = scheduler_from_config(DDPMScheduler, config)
         self.prediction_type = ddpm.config.prediction_type
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unknown prediction_type {self.prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
         self.num_train_timesteps = int(ddpm.config.num_train_timesteps)
         self.alphas_cumprod = ddpm.alphas_cumprod.float()  # (T,)
-        self._ddim = DDIMScheduler.from_config(config)
+        self._ddim = scheduler_from_config(DDIMScheduler, config)
         # abar at DDIM's last step (t_prev < 0): 1 (set_alpha_to_one) or abar_0, as the config says.
         self.final_alpha_cumprod = float(self._ddim.final_alpha_cumprod)
 
@@ -274,7 +287,7 @@ class FlowSchedule(Schedule):
     def __init__(self, config: Mapping, image_seq_len: int | None = None, flux_sigmas: bool = False):
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        self._scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(config))
+        self._scheduler = scheduler_from_config(FlowMatchEulerDiscreteScheduler, dict(config))
         c = self._scheduler.config
         unsupported = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas",
                                    "stochastic_sampling", "shift_terminal") if c.get(k)]
