@@ -44,13 +44,16 @@ def test_judge_gives_a_grey_blob_no_colour_with_confidence():
     assert judge(torch.ones(0, 3, 32, 32)) == []
 
 
-def test_the_shipped_templates_are_a_fresh_render_bit_for_bit():
+def test_the_shipped_templates_are_a_fresh_render():
     # The file is what the judge reads in every run; stale, it would silently be rendered again
-    # (correct, ~2 s slower): rewrite it with `python scripts/make_judge_templates.py`.
+    # (correct, ~2 s slower): rewrite it with `python scripts/make_judge_templates.py`. Bit for bit
+    # with torch 2.13 and 2.14 here; another CPU may round the sphere tracing of an edge pixel
+    # differently, which the judge does not notice, so a few such pixels in a million are allowed.
     shipped = judge_module.read_templates(judge_module.TEMPLATES_PATH)
     assert shipped is not None, "judge_templates.npz is missing or stale: python scripts/make_judge_templates.py"
     masks, ids = judge_module.render_templates()
-    assert shipped[0].dtype == masks.dtype and torch.equal(shipped[0], masks)
+    assert shipped[0].dtype == masks.dtype and shipped[0].shape == masks.shape
+    assert ((shipped[0] - masks).abs() > 1e-6).float().mean() < 1e-5
     assert shipped[1].dtype == ids.dtype and torch.equal(shipped[1], ids)
 
 
