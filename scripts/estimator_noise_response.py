@@ -44,6 +44,11 @@ def guidance_for(method: str, t_fraction: float, prior):
     return guidance
 
 
+def restore(g: torch.Tensor, h_x: torch.Tensor) -> float:
+    """<g, h_x> / ||h_x||^2: the fraction of the noise h_x one unit descent step x <- x - g removes."""
+    return ((g * h_x).sum() / (h_x * h_x).sum()).item()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
                 guidance(rgb, conditions, 0, cameras=cams, generator=torch.Generator().manual_seed(seed))["loss_sds"].backward()
                 g = rgb.grad / 2  # loss_sds has d/dx = g / B (B = 1) and x = 2 rgb - 1, so d/d rgb = 2 g
                 norms.append(g.norm().item())
-                restores.append(((g * h_x).sum() / (h_x * h_x).sum()).item())
+                restores.append(restore(g, h_x))
             cells.append(f"{sum(norms) / len(norms):.3g}, {sum(restores) / len(restores):+.2f}")
         print(f"{method} | " + " | ".join(cells), flush=True)
 
