@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sd_step import peak_rss_mib, timed  # noqa: E402 - the sibling script's timing helpers
 
 # The config values that set the shapes (the repos' unet/ and transformer/ config.json).
 SDXL_UNET = dict(  # stabilityai/stable-diffusion-xl-base-1.0
@@ -62,21 +64,6 @@ VAE16 = dict(  # the SD3 / Flux VAE (16 latent channels, no quant convs)
     use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5305,
 )
 SD3_TEXT, FLUX_TEXT = 77 + 256, 512
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def timed(fn, repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def count_params(cls, config: dict) -> int:

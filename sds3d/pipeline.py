@@ -108,6 +108,10 @@ class RunParts:
         s = self.state if s is None else s
         runs.write_checkpoint(self.run_dir, {**s.state_dict(), "scene": self.scene.state_dict(), "guidance": self.guidance.state_dict()})
 
+    def trained_any(self, state) -> bool:
+        """Whether the folder holds training worth a checkpoint: a step since the start, or a resumed run."""
+        return self.resumed or state.step > self.first_step
+
     @property
     def max_skipped(self) -> float:
         return self.cfg.trainer.max_skipped_fraction * self.cfg.trainer.max_steps
@@ -160,7 +164,7 @@ class RunParts:
             runs.update_summary(self.run_dir, {"prompt": self.cfg.prompt, "steps": state.step, "skipped_steps": state.skipped_steps,
                                                "status": "failed", "error": message})
             raise TrainingFailed(message)
-        if state.step == self.first_step and not self.resumed and state.step < t.max_steps:
+        if not self.trained_any(state) and state.step < t.max_steps:
             raise TrainingInterrupted(state.step, self.run_dir, signum, saved=False)
         self.checkpoint(state)
         if state.step < t.max_steps:
@@ -171,7 +175,7 @@ class RunParts:
 
     def interrupted(self, state) -> TrainingInterrupted:
         """Ctrl-C inside a step: the checkpoint of the last whole step (none if no step ran), and the exception to raise."""
-        if state.step == self.first_step and not self.resumed:
+        if not self.trained_any(state):
             return TrainingInterrupted(state.step, self.run_dir, signal.SIGINT, saved=False)
         self.checkpoint(state)
         return TrainingInterrupted(state.step, self.run_dir, signal.SIGINT)
@@ -324,7 +328,7 @@ def run_batched(cfgs: list[RunConfig], run_dirs: list[Path], resume: list[bool],
             stop.signum = stop.signum or signal.SIGINT
         if stop():  # Ctrl-C or SIGTERM: every run's checkpoint (those that trained a step), then the caller stops
             for _, r, b in opened:
-                if b.state.step > r.first_step or r.resumed:
+                if r.trained_any(b.state):
                     with b.own_rng():
                         r.checkpoint(b.state)
             raise TrainingInterrupted(min(b.state.step for _, _, b in opened) if opened else 0,
