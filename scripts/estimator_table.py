@@ -1,6 +1,8 @@
 """The method table of docs/estimators.md from the estimator sweep folders (configs/sweeps/estimators.yaml).
 
-One row per config of the sweep's `config` grid: runs, mean and worst mesh IoU, mean colour error,
+One row per config of the sweep's `config` grid, or with several sweep folders (e.g. the ε prior's
+and the flow prior's, configs/sweeps/toy-eps-sds.yaml and toy-flow-estimators.yaml) one row per
+config file and grid point of each ("toy-flow rfds"): runs, mean and worst mesh IoU, mean colour error,
 mean recognition, mean training seconds per run, mean prior evaluations per step (metrics.jsonl's
 prior_calls), seed diversity (mean pairwise IoU between the meshes of different seeds of the same
 prompt, on a 64^3 grid without alignment: lower is more diverse) and, with --at, the mean IoU of
@@ -10,6 +12,8 @@ the same configs in shorter sweeps (time-to-quality). Writes the table between t
 
     python scripts/estimator_table.py runs/sweeps/estimators --at 150=runs/sweeps/estimators-150 \
         --at 300=runs/sweeps/estimators-300 --out docs/estimators.md --picture docs/estimators.png
+    python scripts/estimator_table.py runs/sweeps/toy-eps-sds runs/sweeps/toy-flow-estimators \
+        --out docs/flow-priors.md --picture docs/flow-priors.png
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from sds3d.sweep.report import metrics_of, result_image
 START, END = "<!-- estimator-table -->", "<!-- /estimator-table -->"
 
 
-def config_name(run) -> str:
+def config_name(run, spec) -> str:
+    """The run's config file stem, then its values of the other grid keys (a grid of only ``config``: the stem)."""
     value = dict(run.overrides).get(CONFIG_KEY)
-    return Path(display_value(value)).stem if value is not None else "(base)"
+    stem = Path(display_value(value) if value is not None else spec.config).stem
+    return " ".join([stem] + [display_value(v) for k, v in run.overrides if k != CONFIG_KEY])
 
 
 def read_runs(sweep_dir: Path) -> dict[str, list[dict]]:
@@ -44,7 +50,7 @@ def read_runs(sweep_dir: Path) -> dict[str, list[dict]]:
             calls = [json.loads(line).get("prior_calls") for line in (folder / "metrics.jsonl").read_text().splitlines()]
         row = {**metrics_of(summary), "prompt": run.prompt, "seed": run.seed, "folder": folder,
                "prior_calls": mean([c for c in calls if c is not None])}
-        by_config.setdefault(config_name(run), []).append(row)
+        by_config.setdefault(config_name(run, spec), []).append(row)
     return by_config
 
 
@@ -124,14 +130,17 @@ def write(out: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("sweep_dir", type=Path, help="the 600-step sweep folder (configs/sweeps/estimators.yaml's out)")
+    ap.add_argument("sweep_dirs", type=Path, nargs="+", help="the 600-step sweep folder(s) (configs/sweeps/estimators.yaml's out)")
     ap.add_argument("--at", action="append", default=[], metavar="STEPS=DIR", help="a shorter sweep: its steps and folder")
     ap.add_argument("--out", type=Path, default=Path("docs/estimators.md"))
     ap.add_argument("--picture", type=Path, default=Path("docs/estimators.png"))
     ap.add_argument("--no-picture", action="store_true")
     ap.add_argument("--no-diversity", action="store_true", help="skip the pairwise mesh IoU (reads every mesh)")
     args = ap.parse_args(argv)
-    main_rows = read_runs(args.sweep_dir)
+    main_rows: dict[str, list[dict]] = {}
+    for sweep_dir in args.sweep_dirs:
+        for name, rows in read_runs(sweep_dir).items():
+            main_rows.setdefault(name, []).extend(rows)
     at = {int(item.split("=", 1)[0]): read_runs(Path(item.split("=", 1)[1])) for item in args.at}
     text = table(main_rows, at, diversity=not args.no_diversity)
     print(text, end="")

@@ -60,3 +60,24 @@ def test_the_sweep_file_runs_every_method_with_its_own_config(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| toy-nfsd |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:5] == ["2", "0.805", "0.800", "0.100"]  # runs, mean IoU, worst IoU, colour error
+
+
+def test_the_table_script_compares_the_eps_and_flow_sweeps_row_by_grid_point(tmp_path):
+    """Two sweep folders (the ε prior + SDS, the flow prior's three estimators): one row per config and method."""
+    dirs = []
+    for name in ("toy-eps-sds.yaml", "toy-flow-estimators.yaml"):
+        spec = load_sweep_file(REPO / "configs" / "sweeps" / name)
+        assert len(spec.prompts) == 16 and spec.seeds == [0, 1, 2]
+        spec.prompts, spec.seeds, spec.out = ["a green torus", "a red cube"], [0, 1], str(tmp_path / Path(name).stem)
+        run_sweep(spec, run_fn=fake_train, log=lambda m: None)
+        dirs.append(spec.out)
+    out = tmp_path / "flow.md"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "estimator_table.py"), *dirs, "--out", str(out),
+                           "--no-diversity", "--no-picture"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in out.read_text().splitlines() if line.startswith("| toy")}
+    assert sorted(rows) == ["toy sds", "toy-flow flow_sds", "toy-flow rfds", "toy-flow rfds_rev"]
+    # fake_train: IoU 0.9 for sds, 0.8 + 0.01 seed otherwise -> seeds 0 and 1 average to 0.805.
+    assert rows["toy sds"][1:4] == ["4", "0.900", "0.900"]
+    assert rows["toy-flow rfds"][1:4] == ["4", "0.805", "0.800"]
