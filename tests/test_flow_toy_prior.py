@@ -76,8 +76,8 @@ def test_flow_recipe_chains_the_stages_and_skips_finished_ones(tmp_path, monkeyp
         (out / "training.json").write_text("{}")
 
     monkeypatch.setattr(recipe, "train_prior", fake_train)
-    (tmp_path / "work" / "flow-2").mkdir(parents=True)
-    (tmp_path / "work" / "flow-2" / "ckpt.pt").write_bytes(b"")  # an interrupted stage is resumed
+    (tmp_path / "work" / "flow-1").mkdir(parents=True)
+    (tmp_path / "work" / "flow-1" / "ckpt.pt").write_bytes(b"")  # an interrupted stage is resumed
     monkeypatch.setattr("sys.argv", ["train_toy_flow_prior.py", "--out", str(tmp_path), "--threads", "1"] + (["--from-scratch"] if scratch else []))
     recipe.main()
     assert all(c[c.index("--objective") + 1] == "flow" for c in calls)
@@ -86,9 +86,14 @@ def test_flow_recipe_chains_the_stages_and_skips_finished_ones(tmp_path, monkeyp
     if scratch:
         assert outs == ["base-3000", "base-6000", "cam-1", "cam-2", "cam-3", "cam-4"] and init["cam-1"] == tmp_path / "base-6000"
     else:
-        assert outs == ["flow-1", "flow-2", "flow-3"] and init == {"flow-1": TOY_PRIOR_PATH, "flow-2": tmp_path / "flow-1",
-                                                                   "flow-3": tmp_path / "flow-2"}
-        assert "--resume" in calls[1] and "--resume" not in calls[0] and all("--camera-conditioning" in c for c in calls)
+        assert outs == ["flow-1"] and init == {"flow-1": TOY_PRIOR_PATH}
+        assert "--resume" in calls[0] and all("--camera-conditioning" in c for c in calls)
+        # A stage added to the recipe: the finished one is skipped, the new one starts from it.
+        monkeypatch.setattr(recipe, "FINE_TUNE_STAGES", [("flow-1", 10, 1e-3), ("flow-2", 10, 1e-3)])
+        calls.clear()
+        recipe.main()
+        assert [Path(c[c.index("--out") + 1]).name for c in calls] == ["flow-2"]
+        assert Path(calls[0][calls[0].index("--init-from") + 1]) == tmp_path / "flow-1" and "--resume" not in calls[0]
 
 
 def test_toy_flow_config_and_name():
