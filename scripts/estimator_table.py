@@ -5,7 +5,8 @@ and the flow prior's, configs/sweeps/toy-eps-sds.yaml and toy-flow-estimators.ya
 config file and grid point of each ("toy-flow rfds"): runs, mean and worst mesh IoU, mean colour error,
 mean recognition, mean training seconds per run, mean prior evaluations per step (metrics.jsonl's
 prior_calls), seed diversity (mean pairwise IoU between the meshes of different seeds of the same
-prompt, on a 64^3 grid without alignment: lower is more diverse) and, with --at, the mean IoU of
+prompt, on a 64^3 grid without alignment: lower is more diverse), with --baseline the IoU
+difference to that row paired by prompt and seed (mean ± standard error over the pairs) and, with --at, the mean IoU of
 the same configs in shorter sweeps (time-to-quality). Writes the table between the markers
 <!-- estimator-table --> and <!-- /estimator-table --> of --out (or a new file) and, unless
 --no-picture, a comparison picture (rows: configs, columns: prompts, seed 0).
@@ -83,10 +84,22 @@ def fmt(value, spec: str = ".3f") -> str:
     return "" if value is None else format(value, spec)
 
 
-def table(main: dict[str, list[dict]], at: dict[int, dict[str, list[dict]]], diversity: bool) -> str:
+def paired_difference(rows: list[dict], base: list[dict]) -> str:
+    """Mean and standard error of IoU(row) - IoU(base) over the (prompt, seed) pairs both have."""
+    base_iou = {(r["prompt"], r["seed"]): r["iou"] for r in base if r["iou"] is not None}
+    d = [r["iou"] - base_iou[(r["prompt"], r["seed"])] for r in rows if r["iou"] is not None and (r["prompt"], r["seed"]) in base_iou]
+    if len(d) < 2:
+        return ""
+    m = sum(d) / len(d)
+    se = math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d))
+    return f"{m:+.3f} ± {se:.3f} ({len(d)})"
+
+
+def table(main: dict[str, list[dict]], at: dict[int, dict[str, list[dict]]], diversity: bool, baseline: str | None = None) -> str:
     steps = sorted(at)
     header = (["config", "runs", "mean IoU", "worst IoU", "colour error", "recognition", "train s/run", "prior calls/step",
-               "seed diversity (pairwise IoU)"] + [f"IoU @ {s} steps" for s in steps])
+               "seed diversity (pairwise IoU)"] + ([f"IoU − {baseline} (pairs)"] if baseline else [])
+              + [f"IoU @ {s} steps" for s in steps])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, rows in main.items():
         ious = [r["iou"] for r in rows if r["iou"] is not None]
@@ -94,6 +107,7 @@ def table(main: dict[str, list[dict]], at: dict[int, dict[str, list[dict]]], div
                  fmt(mean(r["colour_error"] for r in rows)), fmt(mean(r["recognition"] for r in rows), ".2f"),
                  fmt(mean(r["train_seconds"] for r in rows), ".1f"), fmt(mean(r["prior_calls"] for r in rows), ".2f"),
                  fmt(seed_diversity(rows)) if diversity else ""]
+        cells += [paired_difference(rows, main[baseline])] if baseline else []
         cells += [fmt(mean(r["iou"] for r in at[s].get(name, []))) for s in steps]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -136,13 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--picture", type=Path, default=Path("docs/estimators.png"))
     ap.add_argument("--no-picture", action="store_true")
     ap.add_argument("--no-diversity", action="store_true", help="skip the pairwise mesh IoU (reads every mesh)")
+    ap.add_argument("--baseline", help="a row name (e.g. 'toy sds'): add each row's IoU difference to it, paired by prompt and seed")
     args = ap.parse_args(argv)
     main_rows: dict[str, list[dict]] = {}
     for sweep_dir in args.sweep_dirs:
         for name, rows in read_runs(sweep_dir).items():
             main_rows.setdefault(name, []).extend(rows)
     at = {int(item.split("=", 1)[0]): read_runs(Path(item.split("=", 1)[1])) for item in args.at}
-    text = table(main_rows, at, diversity=not args.no_diversity)
+    if args.baseline is not None and args.baseline not in main_rows:
+        ap.error(f"--baseline {args.baseline!r} is no row of the table; rows: {', '.join(main_rows)}")
+    text = table(main_rows, at, diversity=not args.no_diversity, baseline=args.baseline)
     print(text, end="")
     write(args.out, text)
     if not args.no_picture:

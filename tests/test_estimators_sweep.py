@@ -73,7 +73,7 @@ def test_the_table_script_compares_the_eps_and_flow_sweeps_row_by_grid_point(tmp
         dirs.append(spec.out)
     out = tmp_path / "flow.md"
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "estimator_table.py"), *dirs, "--out", str(out),
-                           "--no-diversity", "--no-picture"], capture_output=True, text=True)
+                           "--no-diversity", "--no-picture", "--baseline", "toy sds"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in out.read_text().splitlines() if line.startswith("| toy")}
@@ -81,3 +81,8 @@ def test_the_table_script_compares_the_eps_and_flow_sweeps_row_by_grid_point(tmp
     # fake_train: IoU 0.9 for sds, 0.8 + 0.01 seed otherwise -> seeds 0 and 1 average to 0.805.
     assert rows["toy sds"][1:4] == ["4", "0.900", "0.900"]
     assert rows["toy-flow rfds"][1:4] == ["4", "0.805", "0.800"]
+    # Paired with sds by prompt and seed: -0.1, -0.09, -0.1, -0.09 -> mean -0.095, s.e. 0.0058 / 2.
+    assert rows["toy-flow rfds"][9] == "-0.095 ± 0.003 (4)" and rows["toy sds"][9] == "+0.000 ± 0.000 (4)"
+    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "estimator_table.py"), *dirs, "--out", str(out),
+                          "--no-diversity", "--no-picture", "--baseline", "sds"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--baseline 'sds' is no row" in bad.stderr
