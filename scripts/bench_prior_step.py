@@ -106,11 +106,15 @@ def bench_tiny(args) -> dict:
 def sdxl_call(args):
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel(**SDXL_UNET).eval().requires_grad_(False)
+    c = SDXL_UNET
+    unet = UNet2DConditionModel(**c).eval().requires_grad_(False)
     h = args.resolution // 8
-    x_t, t = torch.randn(2, 4, h, h), torch.tensor([500, 500])
-    kw = {"encoder_hidden_states": torch.randn(2, 77, 2048),
-          "added_cond_kwargs": {"text_embeds": torch.randn(2, 1280), "time_ids": torch.tensor([[args.resolution] * 2 + [0, 0] + [args.resolution] * 2] * 2.0)}}
+    x_t, t = torch.randn(2, c["in_channels"], h, h), torch.tensor([500, 500])
+    # The pooled text embedding fills what the 6 time ids' embeddings leave of the added projection's input.
+    pooled = c["projection_class_embeddings_input_dim"] - 6 * c["addition_time_embed_dim"]
+    time_ids = torch.tensor([[args.resolution] * 2 + [0, 0] + [args.resolution] * 2] * 2, dtype=torch.float32)
+    kw = {"encoder_hidden_states": torch.randn(2, 77, c["cross_attention_dim"]),
+          "added_cond_kwargs": {"text_embeds": torch.randn(2, pooled), "time_ids": time_ids}}
     return unet, lambda: unet(x_t, t, **kw), 2 * h * h
 
 
@@ -120,8 +124,8 @@ def sd3_call(args, blocks: int | None):
     config = SD3_MEDIUM | ({} if blocks is None else {"num_layers": blocks})
     model = SD3Transformer2DModel(**config).eval().requires_grad_(False)
     h = args.resolution // 8
-    x_t, t = torch.randn(2, 16, h, h), torch.tensor([500.0, 500.0])
-    text, pooled = torch.randn(2, SD3_TEXT, 4096), torch.randn(2, 2048)
+    x_t, t = torch.randn(2, config["in_channels"], h, h), torch.tensor([500.0, 500.0])
+    text, pooled = torch.randn(2, SD3_TEXT, config["joint_attention_dim"]), torch.randn(2, config["pooled_projection_dim"])
     tokens = (h // 2) ** 2 + SD3_TEXT
     return model, lambda: model(hidden_states=x_t, timestep=t, encoder_hidden_states=text, pooled_projections=pooled), 2 * tokens
 
@@ -132,9 +136,11 @@ def flux_call(args, blocks: int | None):
     config = FLUX_DEV | ({} if blocks is None else {"num_layers": blocks, "num_single_layers": 2 * blocks})
     model = FluxTransformer2DModel(**config).eval().requires_grad_(False)
     h = args.resolution // 8
-    packed = FluxPipeline._pack_latents(torch.randn(1, 16, h, h), 1, 16, h, h)
+    latent = config["in_channels"] // 4  # packed 2 x 2
+    packed = FluxPipeline._pack_latents(torch.randn(1, latent, h, h), 1, latent, h, h)
     img_ids = FluxPipeline._prepare_latent_image_ids(1, h // 2, h // 2, "cpu", torch.float32)
-    kw = dict(encoder_hidden_states=torch.randn(1, FLUX_TEXT, 4096), pooled_projections=torch.randn(1, 768), timestep=torch.tensor([0.5]),
+    kw = dict(encoder_hidden_states=torch.randn(1, FLUX_TEXT, config["joint_attention_dim"]),
+              pooled_projections=torch.randn(1, config["pooled_projection_dim"]), timestep=torch.tensor([0.5]),
               guidance=torch.tensor([3.5]), txt_ids=torch.zeros(FLUX_TEXT, 3), img_ids=img_ids)
     return model, lambda: model(hidden_states=packed, **kw), (h // 2) ** 2 + FLUX_TEXT
 
