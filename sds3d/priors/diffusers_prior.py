@@ -211,12 +211,13 @@ class DiffusersPrior(Prior):
 # SD-sized models (tiny ones are overhead-bound: the 1.9M test pipeline measured 4.6 ms, 1 thread).
 CPU_UNET_SECONDS_PER_PARAM_PIXEL = 2.72e-12
 CPU_VAE_SECONDS_PER_PARAM_PIXEL = 2.66e-12
+# (The SDXL UNet at 1024 px measured 1.0e-12 per parameter x latent pixel x row, 84 s per CFG call:
+# most of its parameters sit in the 32^2 stage, so this SD-calibrated constant overestimates it ~2.7x.)
 # Transformer denoisers cost ~2 FLOPs per parameter per token (+ attention): seconds per parameter x
-# token x batch row. scripts/bench_prior_step.py --part sd3 --resolution 512 --blocks 1 2 (SD3-medium
-# joint blocks at the real width, CFG batch of 1024 image + 333 text tokens, extrapolated to 24 blocks:
-# 146 s per call) gave 2.65e-11 on 1 thread of this 2-core CPU under a load of 7 (2026-12-01); the SD
-# UNet's constant above, at 2 FLOPs per parameter-token, predicts 2.4e-11 on 2 idle threads.
-CPU_TRANSFORMER_SECONDS_PER_PARAM_TOKEN = 2.65e-11
+# token x batch row. scripts/bench_prior_step.py on 2 idle threads of this 2-core CPU (2026-12-01):
+# the full SD3-medium transformer, one CFG call at 512 px (2 x (1024 image + 333 text tokens)), 32.6 s
+# -> 5.9e-12; a Flux-dev-shaped transformer extrapolated from 1 and 2 double blocks, 7.2e-12.
+CPU_TRANSFORMER_SECONDS_PER_PARAM_TOKEN = 5.9e-12
 
 _cpu_warned: set[str] = set()
 
