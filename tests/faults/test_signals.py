@@ -39,8 +39,14 @@ def test_a_signal_before_the_first_step_leaves_no_folder(tmp_path, tiny_pixel_pr
     assert list(tmp_path.iterdir()) == []
 
 
+# Long enough that neither run can finish between the check for its second step and the signal (with
+# 8 steps one sometimes did, and was rightly "done" rather than interrupted); the tiny prior's steps
+# are milliseconds, so resuming the rest stays quick.
+SWEEP_STEPS = 200
+
+
 def _sweep(out, prior, *extra):
-    return start("sweep", TOY, *fast(out.parent / "unused", prior)[1:], "--grid", "guidance.scale=3,5", "--prompts", "a red cube",
+    return start("sweep", TOY, *fast(out.parent / "unused", prior, SWEEP_STEPS)[1:], "--grid", "guidance.scale=3,5", "--prompts", "a red cube",
                  "--out", str(out), *extra)
 
 
@@ -63,6 +69,6 @@ def test_a_signal_to_a_sweep_reaches_its_runs_and_the_sweep_resumes(tmp_path, ti
     rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
     assert {r["status"] for r in rows} == {"interrupted"}
     # Again: the interrupted runs resume, and the sweep finishes.
-    assert main(["sweep", TOY, *fast(out.parent / "unused", tiny_pixel_prior)[1:], "--grid", "guidance.scale=3,5",
+    assert main(["sweep", TOY, *fast(out.parent / "unused", tiny_pixel_prior, SWEEP_STEPS)[1:], "--grid", "guidance.scale=3,5",
                  "--prompts", "a red cube", "--out", str(out)]) == 0
     assert all((r / ".complete").is_file() for r in runs()) and all(temporaries(r) == [] for r in runs())
