@@ -23,6 +23,7 @@ import argparse
 import itertools
 import json
 import math
+import sys
 from pathlib import Path
 
 from sds3d.sweep import expand, load_sweep_file
@@ -158,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
             main_rows.setdefault(name, []).extend(rows)
     at = {int(item.split("=", 1)[0]): read_runs(Path(item.split("=", 1)[1])) for item in args.at}
     if args.baseline is not None and args.baseline not in main_rows:
-        ap.error(f"--baseline {args.baseline!r} is no row of the table; rows: {', '.join(main_rows)}")
+        print(f"estimator_table: --baseline {args.baseline!r} is no row of the table; give one of: {', '.join(main_rows)}",
+              file=sys.stderr)
+        raise SystemExit(2)
     text = table(main_rows, at, diversity=not args.no_diversity, baseline=args.baseline)
     print(text, end="")
     write(args.out, text)
