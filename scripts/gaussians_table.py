@@ -3,7 +3,8 @@
 
     python scripts/gaussians_table.py runs/sweeps/gaussians-vs-nerf --doc docs/gaussians.md --picture docs/gaussians.png
 
-Reads every run folder under the sweep folder (any depth): its config.yaml (``scene.kind``,
+Reads every run folder under the sweep folders given (any depth; several folders, e.g. NeRF runs
+of another sweep with the same config, count as one): its config.yaml (``scene.kind``,
 ``trainer.max_steps``, prompt, seed) and summary.json (``eval.mesh_iou``, ``eval.colour_error``,
 ``eval.recognition``, ``train_seconds``, ``timings``, ``peak_rss_mib``). The runs of each kind
 at several ``trainer.max_steps`` (docs/gaussians.md gives the sweep commands) give the steps to
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -52,6 +54,18 @@ def load_runs(folder: Path) -> list[dict]:
     return runs
 
 
+def check_unique(runs: list[dict]) -> str | None:
+    """None, or a line naming two run folders of the same kind, budget, prompt and seed (counted twice otherwise)."""
+    seen = {}
+    for r in runs:
+        key = (r["kind"], r["steps"], r["prompt"], r["seed"])
+        if key in seen:
+            return (f"{seen[key]} and {r['dir']}: the same {r['kind']} run ({r['prompt']!r}, seed {r['seed']}, "
+                    f"{r['steps']} steps) twice; pass folders that do not overlap")
+        seen[key] = r["dir"]
+    return None
+
+
 def _final_count(run_dir: Path) -> float | None:
     """The Gaussian count of the last metrics record (None for a NeRF)."""
     path = run_dir / "metrics.jsonl"
@@ -82,7 +96,7 @@ def tables(runs: list[dict]) -> str:
                    f"{_fmt(_mean(r['total_s'] for r in rs), 1)} | {_fmt(max((r['rss'] for r in rs if r['rss']), default=None), 0)} | "
                    f"{_fmt(_mean(r['gaussians'] for r in rs), 0)} |")
     out += ["", f"Steps to reach IoU {IOU_GOAL}: per prompt and seed, the smallest budget (`trainer.max_steps`, with the "
-            "t annealing and the late camera phase scaled to it) whose run reaches it; mean IoU per budget:", "",
+            "t annealing and the late camera phase scaled to it) whose run reaches it; mean IoU per budget (runs):", "",
             "| scene | reached | median steps | " + " | ".join(f"IoU @ {b}" for b in budgets) + " |",
             "|---|---|---|" + "---|" * len(budgets)]
     for k, rs in by_kind.items():
@@ -92,7 +106,7 @@ def tables(runs: list[dict]) -> str:
         first = [min((b for b, iou in ious.items() if iou >= IOU_GOAL), default=None) for ious in per_case.values()]
         reached = [b for b in first if b is not None]
         median = statistics.median(reached) if reached else None
-        means = [_fmt(_mean(r["iou"] for r in rs if r["steps"] == b)) for b in budgets]
+        means = [f"{_fmt(_mean(r['iou'] for r in rs if r['steps'] == b))} ({sum(r['steps'] == b for r in rs)})" for b in budgets]
         out.append(f"| {k} | {len(reached)}/{len(per_case)} | {_fmt(median, 0)} | " + " | ".join(means) + " |")
     out += ["", "Per prompt at the full budget (mean over seeds), NeRF / Gaussians:", "",
             "| prompt | IoU | colour error | recognition |", "|---|---|---|---|"]
@@ -138,7 +152,7 @@ def picture(runs: list[dict], path: Path, frames: int = 4) -> None:
         blank = next((s for s in strips if s is not None), blank)
         rows.append(strips)
     if blank is None:
-        raise SystemExit("no orbit videos at the largest budget for seed 0")
+        _fail("no orbit videos at the largest budget for seed 0; the picture needs each kind's seed-0 runs")
     white = np.full_like(blank, 255)
     gap = np.full((blank.shape[0], 8, 3), 255, dtype=blank.dtype)
     image = np.concatenate([np.concatenate([rows[i][0] if rows[i][0] is not None else white, gap,
@@ -147,18 +161,26 @@ def picture(runs: list[dict], path: Path, frames: int = 4) -> None:
     iio.imwrite(path, image)
 
 
+def _fail(message: str) -> None:
+    print(f"gaussians_table: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("folder", type=Path, help="the sweep folder holding both kinds' runs")
+    ap.add_argument("folders", type=Path, nargs="+", help="sweep folders holding both kinds' runs")
     ap.add_argument("--doc", type=Path, default=Path("docs/gaussians.md"))
     ap.add_argument("--picture", type=Path, default=Path("docs/gaussians.png"))
     args = ap.parse_args()
-    runs = load_runs(args.folder)
+    runs = [r for folder in args.folders for r in load_runs(folder)]
     if not any(r["kind"] == "gaussians" for r in runs) or not any(r["kind"] == "nerf" for r in runs):
-        raise SystemExit(f"{args.folder}: need finished runs of both scene kinds (found {len(runs)} runs)")
-    text = args.doc.read_text()
+        _fail(f"{' '.join(map(str, args.folders))}: need finished runs of both scene kinds (found {len(runs)} runs); "
+              "run the sweeps in docs/gaussians.md first")
+    if (duplicate := check_unique(runs)) is not None:
+        _fail(duplicate)
+    text = args.doc.read_text() if args.doc.is_file() else ""
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"{args.doc}: no {BEGIN} ... {END} section to fill")
+        _fail(f"{args.doc}: no {BEGIN} ... {END} section to fill; add the two markers where the tables go")
     head, rest = text.split(BEGIN, 1)
     args.doc.write_text(head + BEGIN + "\n" + tables(runs) + END + rest.split(END, 1)[1])
     picture(runs, args.picture)

@@ -55,6 +55,7 @@ def test_tables_and_picture(tmp_path, monkeypatch):
     steps_rows = [line for line in text.splitlines() if "/3 |" in line]
     assert [c.strip() for c in steps_rows[0].split("|")[1:4]] == ["nerf", "2/3", "450"]
     assert [c.strip() for c in steps_rows[1].split("|")[1:4]] == ["gaussians", "2/3", "450"]
+    assert [c.strip() for c in steps_rows[0].split("|")[4:6]] == [f"{(0.91 + 0.85 + 0.80) / 3:.3f} (3)", f"{(0.95 + 0.92 + 0.88) / 3:.3f} (3)"]
     assert f"IoU {(0.94 + 0.89 + 0.91) / 3:.3f} vs {(0.95 + 0.92 + 0.88) / 3:.3f} (met)" in text
     assert "time 5.5 s vs 11.5 s, ratio 0.48 (met)" in text
     doc = tmp_path / "gaussians.md"
@@ -74,9 +75,38 @@ def test_tables_and_picture(tmp_path, monkeypatch):
     assert (image[missing * 6 : missing * 6 + 6] == 255).all()
 
 
-def test_needs_both_kinds(tmp_path, monkeypatch):
+def test_needs_both_kinds(tmp_path, monkeypatch, capsys):
     table = _script()
     _fake_run(tmp_path, "nerf", "a red sphere", 0, 600, 0.9, 5.0, 10)
-    monkeypatch.setattr("sys.argv", ["gaussians_table.py", str(tmp_path), "--doc", str(tmp_path / "d.md")])
-    with pytest.raises(SystemExit, match="both scene kinds"):
+    doc = tmp_path / "d.md"
+    doc.write_text("kept\n")
+    monkeypatch.setattr("sys.argv", ["gaussians_table.py", str(tmp_path), "--doc", str(doc)])
+    with pytest.raises(SystemExit) as exit_info:
         table.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "both scene kinds" in err and len(err.strip().splitlines()) == 1
+    assert doc.read_text() == "kept\n"
+
+
+def test_several_folders_count_as_one_and_a_run_twice_is_refused(tmp_path, monkeypatch, capsys):
+    table = _script()
+    _fake_run(tmp_path / "a", "nerf", "a red sphere", 0, 600, 0.90, 5.0, 10)
+    _fake_run(tmp_path / "b", "nerf", "a red sphere", 1, 600, 0.80, 5.0, 10)
+    _fake_run(tmp_path / "b", "gaussians", "a red sphere", 0, 600, 0.70, 5.0, 200)
+    doc = tmp_path / "d.md"
+    doc.write_text("<!-- results -->\n<!-- /results -->\n")
+    monkeypatch.setattr("sys.argv", ["gaussians_table.py", str(tmp_path / "a"), str(tmp_path / "b"), "--doc", str(doc),
+                                     "--picture", str(tmp_path / "p.png")])
+    table.main()
+    assert "| nerf | 2 | 0.850 |" in doc.read_text()
+    before = doc.read_text()
+    # The same NeRF run reached through two folders (b holds a, too) would count twice: refused.
+    _fake_run(tmp_path / "b" / "copy", "nerf", "a red sphere", 0, 600, 0.90, 5.0, 10)
+    monkeypatch.setattr("sys.argv", ["gaussians_table.py", str(tmp_path / "a"), str(tmp_path / "b"), "--doc", str(doc)])
+    with pytest.raises(SystemExit) as exit_info:
+        table.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "twice" in err and "seed 0" in err and len(err.splitlines()) == 1
+    assert doc.read_text() == before
