@@ -179,10 +179,28 @@ def test_gradients_by_gradcheck(monkeypatch, chunk_elements):
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=chunk_elements == 1)
 
 
-@pytest.mark.parametrize("tile_size", [8, 5, 16])
-def test_tiles_match_the_dense_composite_forward_and_gradients(tile_size):
+def test_chunk_schedule_leaves_out_ended_lists_and_bounds_memory(monkeypatch):
+    cs = _splat_torch.chunk_schedule
+    # Lists of 100, 40, 40, 3 Gaussians: a chunk ends where the shortest list still running ends.
+    assert cs([100, 40, 40, 3], pixels=64, min_chunk=1) == [(0, 3, 4), (3, 37, 3), (40, 60, 1)]
+    # At least min_chunk positions: the 3-long list is padded to 10, the 40-long ones end inside the second chunk.
+    assert cs([100, 40, 40, 3], pixels=64, min_chunk=10) == [(0, 10, 4), (10, 30, 3), (40, 60, 1)]
+    assert cs([100, 40, 40, 3], pixels=64, min_chunk=50) == [(0, 50, 4), (50, 50, 1)]
+    assert cs([5], pixels=64, min_chunk=50) == [(0, 5, 1)]  # never past the longest list
+    # Memory: at most CHUNK_ELEMENTS (images x pixels x positions) per chunk.
+    monkeypatch.setattr(_splat_torch, "CHUNK_ELEMENTS", 64 * 3 * 10)
+    assert cs([100, 40, 40], pixels=64, min_chunk=1) == [(0, 10, 3), (10, 10, 3), (20, 10, 3), (30, 10, 3), (40, 30, 1), (70, 30, 1)]
+    assert cs([7, 7], pixels=64, gaussian_chunk=3) == [(0, 3, 2), (3, 3, 2), (6, 3, 2)]  # a fixed size: as given
+    assert cs([], pixels=64) == [] and cs([0, 0], pixels=64) == []
+
+
+@pytest.mark.parametrize("tile_size, chunk_elements", [(8, None), (5, None), (16, None), (8, 3000), (5, 700)])
+def test_tiles_match_the_dense_composite_forward_and_gradients(monkeypatch, tile_size, chunk_elements):
     """Per tile, only the Gaussians whose box touches it: the same image and gradients as every
-    Gaussian at every pixel (odd image sides: partial tiles; sizes from sub-pixel to a quarter image)."""
+    Gaussian at every pixel (odd image sides: partial tiles; sizes from sub-pixel to a quarter image;
+    small chunks: lists of very different lengths end in different chunks)."""
+    if chunk_elements is not None:
+        monkeypatch.setattr(_splat_torch, "CHUNK_ELEMENTS", chunk_elements)
     g = torch.Generator().manual_seed(3)
     N = 300
     means = ((torch.rand(N, 3, generator=g) - 0.5) * 1.2).double().requires_grad_()

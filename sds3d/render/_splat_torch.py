@@ -2,8 +2,8 @@
 
 gsplat's rasteriser is CUDA-only (its kernels JIT-build on a GPU); this is the same maths written
 from the formulas, differentiable by autograd. Like gsplat it composites per tile (8 x 8 pixels)
-only the Gaussians whose box touches the tile (``_tile_lists``), as padded batches of depth-sorted
-lists, or densely (every visible Gaussian at every pixel) when that is fewer pairs; both give
+only the Gaussians whose box touches the tile (``_tile_lists``), as batches of depth-sorted lists
+in chunks that leave out the lists already ended (``chunk_schedule``), or densely (every visible Gaussian at every pixel) when that is fewer pairs; both give
 the same image. It takes gsplat's arguments and returns gsplat's outputs and ``meta``
 keys (``means2d``, ``radii``, ``width``, ...), so gsplat's densification strategy runs on it.
 Conventions are gsplat's: quaternions wxyz, viewmats OpenCV world-to-camera (x right, y down,
@@ -50,6 +50,9 @@ EXTENT_MAX = 3.33  # gsplat's box half-side in standard deviations
 # cache-sized chunks ran fastest despite the recomputation (at 64^2 with 1k-5k Gaussians on one
 # thread, chunks of 2^18-2^20 elements were 1.3-1.6x faster than 2^22).
 CHUNK_ELEMENTS = 1 << 19
+# A chunk ends where the shortest list still compositing ends, but spans at least this many list
+# positions: each chunk costs a few calls' overhead (and a recomputation in the backward pass).
+MIN_CHUNK = 32
 TILE_SIZE = 8  # pixels per tile side (gsplat's kernels use 16 on a GPU)
 
 
@@ -190,6 +193,30 @@ def _tile_lists(radii: Tensor, means2d: Tensor, visible: Tensor, order: Tensor, 
     return images, images // (tw * th), index, u, v
 
 
+def chunk_schedule(lengths: list[int], pixels: int, gaussian_chunk: int | None = None,
+                   min_chunk: int | None = None) -> list[tuple[int, int, int]]:
+    """The compositing chunks of images whose lists have ``lengths`` (longest first): (start, size, images).
+
+    Chunk j composites list positions [start, start + size) of the first ``images`` images, the
+    ones whose lists reach past ``start``. A chunk ends where the shortest of them ends (no
+    padding), but is at least ``min_chunk`` long (fewer, larger chunks; images ending inside it
+    are padded) and holds at most ``CHUNK_ELEMENTS`` (pixel, Gaussian) pairs, or exactly
+    ``gaussian_chunk`` positions when that is given. ``min_chunk`` defaults to ``MIN_CHUNK``.
+    """
+    min_chunk = MIN_CHUNK if min_chunk is None else min_chunk
+    chunks, start = [], 0
+    while lengths and start < lengths[0]:
+        n = sum(1 for length in lengths if length > start)
+        if gaussian_chunk:
+            size = gaussian_chunk
+        else:
+            cap = max(1, CHUNK_ELEMENTS // (n * pixels))
+            size = min(cap, max(lengths[n - 1] - start, min(min_chunk, lengths[0] - start)))
+        chunks.append((start, size, n))
+        start += size
+    return chunks
+
+
 def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmats: Tensor,
                   Ks: Tensor, width: int, height: int, near_plane: float = 0.01, far_plane: float = 1e10,
                   radius_clip: float = 0.0, eps2d: float = 0.3, backgrounds: Tensor | None = None,
@@ -229,7 +256,7 @@ def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
     if tile_size != 0:
         tiles = _tile_lists(radii, means2d, visible, order, width, height, tile_size or TILE_SIZE)
         ts = tile_size or TILE_SIZE
-        if tile_size is None and tiles[2].numel() * ts * ts >= order.numel() * width * height:
+        if tile_size is None and int((tiles[2] < N).sum()) * ts * ts >= order.numel() * width * height:
             tiles = None  # dense is fewer pairs (large Gaussians on a small image)
     if tiles is not None:
         images, cameras, index, u, v = tiles
@@ -238,6 +265,16 @@ def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
         u = (torch.arange(width, dtype=dtype, device=device) + 0.5).expand(C, width)
         v = (torch.arange(height, dtype=dtype, device=device) + 0.5).expand(C, height)
 
+    # Images by list length, longest first: the images still compositing at list position i are a
+    # prefix, so each chunk takes only those, and no image is padded to the longest list (a 32^2
+    # view of a trained toy object has lists of 1 to 1342 Gaussians per 8x8 tile: padded to the
+    # longest, 3.2x the pairs).
+    lengths = (index < N).sum(-1)
+    lengths, by_length = torch.sort(lengths, descending=True, stable=True)
+    cameras, index, u, v = cameras[by_length], index[by_length], u[by_length], v[by_length]
+    if tiles is not None:
+        images = images[by_length]
+
     def take(x: Tensor) -> Tensor:
         """Per image, the rows ``index`` of its camera's (C, N, ...) tensor; index N is a zero row (padding)."""
         x = torch.cat([x, x.new_zeros(C, 1, *x.shape[2:])], dim=1)
@@ -245,19 +282,20 @@ def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
 
     s_means2d, s_conics, s_opacities, s_features = take(means2d), take(conics), take(s_opacities), take(features)
     B, P = len(cameras), u.shape[1] * v.shape[1]
-    K = gaussian_chunk or max(1, CHUNK_ELEMENTS // max(1, B * P))
     acc = means.new_zeros(B, P, F)
     acc_alpha = means.new_zeros(B, P)
     T = means.new_ones(B, P)
-    n_chunks = math.ceil(index.shape[1] / K)
-    for i in range(0, index.shape[1], K):
-        args = (u, v, s_means2d[:, i : i + K], s_conics[:, i : i + K], s_opacities[:, i : i + K],
-                s_features[:, i : i + K], T)
-        if torch.is_grad_enabled() and n_chunks > 1:
-            part, part_alpha, T = checkpoint(_composite_chunk, *args, use_reentrant=False)
+    chunks = chunk_schedule(lengths.tolist(), P, gaussian_chunk)
+    for i, k, n in chunks:
+        args = (u[:n], v[:n], s_means2d[:n, i : i + k], s_conics[:n, i : i + k], s_opacities[:n, i : i + k],
+                s_features[:n, i : i + k], T[:n])
+        if torch.is_grad_enabled() and len(chunks) > 1:
+            part, part_alpha, T_n = checkpoint(_composite_chunk, *args, use_reentrant=False)
         else:
-            part, part_alpha, T = _composite_chunk(*args)
-        acc, acc_alpha = acc + part, acc_alpha + part_alpha
+            part, part_alpha, T_n = _composite_chunk(*args)
+        acc = torch.cat([acc[:n] + part, acc[n:]]) if n < B else acc + part
+        acc_alpha = torch.cat([acc_alpha[:n] + part_alpha, acc_alpha[n:]]) if n < B else acc_alpha + part_alpha
+        T = torch.cat([T_n, T[n:]]) if n < B else T_n
     if tiles is not None:  # tiles back into images (empty tiles: nothing drawn)
         tw, th = math.ceil(width / ts), math.ceil(height / ts)
 
