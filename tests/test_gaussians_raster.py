@@ -160,9 +160,12 @@ def _tiny_case():
     return (means, quats, scales, opacities, colors), viewmats, Ks
 
 
-@pytest.mark.parametrize("chunk_elements", [_splat_torch.CHUNK_ELEMENTS, 1])  # one chunk / one Gaussian per chunk
-def test_gradients_by_gradcheck(monkeypatch, chunk_elements):
+# One chunk; one Gaussian per chunk, kept for the backward pass; the same, recomputed (checkpointed).
+@pytest.mark.parametrize("chunk_elements, checkpoint_elements", [(_splat_torch.CHUNK_ELEMENTS, None), (1, None), (1, 0)])
+def test_gradients_by_gradcheck(monkeypatch, chunk_elements, checkpoint_elements):
     monkeypatch.setattr(_splat_torch, "CHUNK_ELEMENTS", chunk_elements)
+    if checkpoint_elements is not None:
+        monkeypatch.setattr(_splat_torch, "CHECKPOINT_ELEMENTS", checkpoint_elements)
     inputs, viewmats, Ks = _tiny_case()
     bg = torch.tensor([[0.3, 0.3, 0.3], [1.0, 0.5, 0.0]], dtype=torch.float64)
     inputs = [x.clone().requires_grad_() for x in inputs]
@@ -175,7 +178,7 @@ def test_gradients_by_gradcheck(monkeypatch, chunk_elements):
         for i in range(3):
             alpha = rasterize_gaussians(*(x[i : i + 1] for x in inputs), viewmats, Ks, 8, 8)["alpha"]
             assert float(alpha.min()) > 3 * _splat_torch.ALPHA_MIN and float(alpha.max()) < _splat_torch.ALPHA_MAX
-    # The chunked case (checkpointed recomputation) by the randomly projected check, for time.
+    # The chunked cases (kept or recomputed for the backward pass) by the randomly projected check, for time.
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=chunk_elements == 1)
 
 

@@ -45,11 +45,14 @@ ALPHA_MAX = 0.999  # gsplat's clamp of a single Gaussian's alpha
 T_MIN = 1e-4  # transmittance at which a pixel is done
 EXTENT_MAX = 3.33  # gsplat's box half-side in standard deviations
 # Gaussians are composited in depth-ordered chunks whose (cameras, pixels, Gaussians) intermediates
-# hold at most this many elements (2 MiB in float32), each chunk recomputed in the backward pass
-# (activation checkpointing): memory stays O(chunk) instead of O(pixels x Gaussians), and
-# cache-sized chunks ran fastest despite the recomputation (at 64^2 with 1k-5k Gaussians on one
-# thread, chunks of 2^18-2^20 elements were 1.3-1.6x faster than 2^22).
+# hold at most this many elements (2 MiB in float32): cache-sized chunks ran fastest (at 64^2 with
+# 1k-5k Gaussians on one thread, chunks of 2^18-2^20 elements were 1.3-1.6x faster than 2^22).
 CHUNK_ELEMENTS = 1 << 19
+# Above this many (pixel, Gaussian) pairs in all, each chunk is recomputed in the backward pass
+# (activation checkpointing), so memory stays O(chunk) instead of O(pixels x Gaussians); below it
+# the chunks' intermediates (about ten tensors of that size) are kept, and the backward pass does
+# not pay a second forward.
+CHECKPOINT_ELEMENTS = 1 << 22
 # A chunk ends where the shortest list still compositing ends, but spans at least this many list
 # positions: each chunk costs a few calls' overhead (and a recomputation in the backward pass).
 MIN_CHUNK = 32
@@ -286,10 +289,12 @@ def rasterization(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
     acc_alpha = means.new_zeros(B, P)
     T = means.new_ones(B, P)
     chunks = chunk_schedule(lengths.tolist(), P, gaussian_chunk)
+    checkpointed = (torch.is_grad_enabled() and len(chunks) > 1
+                    and sum(n * P * k for _, k, n in chunks) > CHECKPOINT_ELEMENTS)
     for i, k, n in chunks:
         args = (u[:n], v[:n], s_means2d[:n, i : i + k], s_conics[:n, i : i + k], s_opacities[:n, i : i + k],
                 s_features[:n, i : i + k], T[:n])
-        if torch.is_grad_enabled() and len(chunks) > 1:
+        if checkpointed:
             part, part_alpha, T_n = checkpoint(_composite_chunk, *args, use_reentrant=False)
         else:
             part, part_alpha, T_n = _composite_chunk(*args)
