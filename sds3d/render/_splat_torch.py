@@ -3,8 +3,8 @@
 gsplat's rasteriser is CUDA-only (its kernels JIT-build on a GPU); this is the same maths written
 from the formulas, differentiable by autograd. Like gsplat it composites per tile (8 x 8 pixels)
 only the Gaussians whose box touches the tile (``_tile_lists``), as batches of depth-sorted lists
-in chunks that leave out the lists already ended (``chunk_schedule``), or densely (every visible Gaussian at every pixel) when that is fewer pairs; both give
-the same image. It takes gsplat's arguments and returns gsplat's outputs and ``meta``
+in chunks that leave out the lists already ended (``chunk_schedule``), or densely (every visible
+Gaussian at every pixel) when that is fewer pairs; both give the same image. It takes gsplat's arguments and returns gsplat's outputs and ``meta``
 keys (``means2d``, ``radii``, ``width``, ...), so gsplat's densification strategy runs on it.
 Conventions are gsplat's: quaternions wxyz, viewmats OpenCV world-to-camera (x right, y down,
 z forward), pixel (col u, row v) centres at (u + 0.5, v + 0.5).
