@@ -3,6 +3,8 @@ resume, the stage recipe, and the priors loaded by name."""
 
 import importlib.util
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -109,8 +111,9 @@ def test_v2_training_never_writes_over_the_shipped_v1_prior(tmp_path, capsys):
     assert "add --world v2" in capsys.readouterr().err and not (tmp_path / "p").exists()
 
 
-def test_v2_stage_resumes_exactly(tmp_path, data_cache, monkeypatch):
-    """A stage stopped at step 3 (Ctrl-C) and resumed ends with the weights of an uninterrupted one."""
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_v2_stage_resumes_exactly(tmp_path, data_cache, monkeypatch, stop):
+    """A stage stopped at step 3 (Ctrl-C or SIGTERM) and resumed ends with the weights of an uninterrupted one."""
     from sds3d.toyworld import train_prior
 
     args = TINY + ["--steps", "5", "--ckpt-every", "0", "--camera-conditioning", "--dataset-cache", str(data_cache)]
@@ -122,7 +125,10 @@ def test_v2_stage_resumes_exactly(tmp_path, data_cache, monkeypatch):
         def update(self, n=1):
             super().update(n)
             if self.n == 3:
-                raise KeyboardInterrupt
+                if stop == "sigterm":
+                    os.kill(os.getpid(), signal.SIGTERM)
+                else:
+                    raise KeyboardInterrupt
 
     monkeypatch.setattr(train_prior, "tqdm", Interrupting)
     with pytest.raises(SystemExit, match="interrupted at step 3"):

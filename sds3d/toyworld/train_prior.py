@@ -44,6 +44,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..signals import handled
+
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
@@ -236,38 +238,42 @@ def main(argv: list[str] | None = None) -> None:
     bar = tqdm(total=args.steps, initial=step, desc="toy prior", unit="step")
     t_train = time.time()
     losses = []
+    def stop(signum, frame):  # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: checkpoint, then exit
+        raise KeyboardInterrupt
+
     try:
-        while step < args.steps:
-            idx = torch.randint(0, len(images), (args.batch_size,), generator=g)
-            x0 = images[idx].float()  # v2 stores float16 (a no-op for v1's float32)
-            # Condition dropout (CFG) and view-suffix dropout.
-            u = torch.rand(args.batch_size, generator=g)
-            text_ids = torch.where(u < args.cond_dropout, torch.full_like(idx, empty_idx),
-                                   torch.where(u < args.cond_dropout + args.view_dropout, base_idx[idx], full_idx[idx]))
-            uniq, inverse = text_ids.unique(return_inverse=True)
-            embeddings = text_encoder(tokens[uniq]).last_hidden_state[inverse]
-            camera = None
-            if args.camera_conditioning:
-                camera = angles[idx].clone()
-                camera[torch.rand(args.batch_size, generator=g) < args.camera_dropout] = float("nan")  # null camera
-            t = torch.randint(0, schedule.num_train_timesteps, (args.batch_size,), generator=g)
-            eps = torch.randn(x0.shape, generator=g)
-            x_t = schedule.add_noise(x0, eps, t)  # q(x_t | x_0)
-            # L_simple (DDPM Eq. 14): the epsilon target; or the flow-matching loss ||v_hat - (eps - x)||^2.
-            prediction = unet(x_t, schedule.model_time(t), embeddings, camera=camera).sample
-            loss = torch.nn.functional.mse_loss(prediction, schedule.target(x0, eps, t))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            lr_sched.step()
-            ema.step(params)
-            step += 1
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-            if args.ckpt_every and step % args.ckpt_every == 0:
-                save_ckpt()
+        with handled(stop):
+            while step < args.steps:
+                idx = torch.randint(0, len(images), (args.batch_size,), generator=g)
+                x0 = images[idx].float()  # v2 stores float16 (a no-op for v1's float32)
+                # Condition dropout (CFG) and view-suffix dropout.
+                u = torch.rand(args.batch_size, generator=g)
+                text_ids = torch.where(u < args.cond_dropout, torch.full_like(idx, empty_idx),
+                                       torch.where(u < args.cond_dropout + args.view_dropout, base_idx[idx], full_idx[idx]))
+                uniq, inverse = text_ids.unique(return_inverse=True)
+                embeddings = text_encoder(tokens[uniq]).last_hidden_state[inverse]
+                camera = None
+                if args.camera_conditioning:
+                    camera = angles[idx].clone()
+                    camera[torch.rand(args.batch_size, generator=g) < args.camera_dropout] = float("nan")  # null camera
+                t = torch.randint(0, schedule.num_train_timesteps, (args.batch_size,), generator=g)
+                eps = torch.randn(x0.shape, generator=g)
+                x_t = schedule.add_noise(x0, eps, t)  # q(x_t | x_0)
+                # L_simple (DDPM Eq. 14): the epsilon target; or the flow-matching loss ||v_hat - (eps - x)||^2.
+                prediction = unet(x_t, schedule.model_time(t), embeddings, camera=camera).sample
+                loss = torch.nn.functional.mse_loss(prediction, schedule.target(x0, eps, t))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                lr_sched.step()
+                ema.step(params)
+                step += 1
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+                if args.ckpt_every and step % args.ckpt_every == 0:
+                    save_ckpt()
     except KeyboardInterrupt:
         save_ckpt()
         raise SystemExit(f"interrupted at step {step}; checkpoint saved, continue with --resume")
