@@ -55,9 +55,12 @@ def test_tables_and_picture(tmp_path, monkeypatch):
     steps_rows = [line for line in text.splitlines() if "/3 |" in line]
     assert [c.strip() for c in steps_rows[0].split("|")[1:4]] == ["nerf", "2/3", "450"]
     assert [c.strip() for c in steps_rows[1].split("|")[1:4]] == ["gaussians", "2/3", "450"]
-    assert [c.strip() for c in steps_rows[0].split("|")[4:6]] == [f"{(0.91 + 0.85 + 0.80) / 3:.3f} (3)", f"{(0.95 + 0.92 + 0.88) / 3:.3f} (3)"]
+    assert [c.strip() for c in steps_rows[0].split("|")[4:6]] == [f"{(0.91 + 0.85 + 0.80) / 3:.3f}, 6.5 s (3)",
+                                                                   f"{(0.95 + 0.92 + 0.88) / 3:.3f}, 11.5 s (3)"]
     assert f"IoU {(0.94 + 0.89 + 0.91) / 3:.3f} vs {(0.95 + 0.92 + 0.88) / 3:.3f} (met)" in text
     assert "time 5.5 s vs 11.5 s, ratio 0.48 (met)" in text
+    # Gaussians at 300 steps: IoU 0.893, not within 0.02 of 0.917; at 600 (5.5 s) it is.
+    assert "fastest budget within 0.02 of it: 600 steps, 5.5 s, ratio 0.48 (met)" in text
     doc = tmp_path / "gaussians.md"
     doc.write_text("intro\n<!-- results -->\nold\n<!-- /results -->\noutro\n")
     picture = tmp_path / "gaussians.png"
