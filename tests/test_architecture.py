@@ -122,7 +122,7 @@ def test_forbidden_arrows(component):
 
 def test_cuda_ext_is_a_leaf_and_toyworld_is_data():
     assert {d for m, deps in GRAPH.items() if _component(m) == "cuda_ext" for d in deps if _component(d) != "cuda_ext"} == set()
-    allowed = {"toyworld", "cameras", "priors", "errors", "paths"}
+    allowed = {"toyworld", "cameras", "priors", "errors", "paths", "signals"}
     assert {d for m, deps in GRAPH.items() if _component(m) == "toyworld" for d in deps if _component(d) not in allowed} == set()
 
 
