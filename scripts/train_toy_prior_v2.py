@@ -36,9 +36,9 @@ from sds3d.toyworld.train_prior import main as train_prior
 ROOT = Path(__file__).resolve().parents[1]
 #: prior -> (asset folder name, camera conditioning)
 PRIORS = {"text": ("toy-v2-text-prior", False), "camera": ("toy-v2-camera-prior", True)}
-#: (name, steps, lr): v1's camera stages' length, 4000 steps at batch 64 = 29.7 min on 2 idle cores
-#: (measured for v1: the same model and batch), ~1.5-1.8 s/step on one thread of a busy machine
-#: (docs/janus.md). Add a stage here if the grading misses its target.
+#: (name, steps, lr): v1's camera stages' length, 4000 steps at batch 64: about 70 min on 2 idle
+#: cores (1.0-1.1 s/step measured for the text prior's s1), ~1.5-1.8 s/step on one thread of a busy
+#: machine (docs/janus.md). Add a stage here if the grading misses its target.
 STAGES = [("s1", 4000, 1e-3), ("s2", 4000, 1e-3), ("s3", 4000, 1e-3), ("s4", 4000, 1e-3)]
 
 
