@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import torch
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("estimator_noise_response", REPO / "scripts" / "estimator_noise_response.py")
-enr = importlib.util.module_from_spec(spec)
-sys.modules["estimator_noise_response"] = enr
-spec.loader.exec_module(enr)
+enr = load_script("estimator_noise_response")
 
 
 def test_restore_is_the_fraction_of_the_noise_a_unit_step_removes():

@@ -1,6 +1,5 @@
 """The toy flow prior: its training objective, its recipe script, its config, and the shipped folder when present."""
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -9,6 +8,7 @@ import pytest
 import torch
 
 from sds3d.priors import TOY_FLOW_PRIOR_PATH, PriorError, is_toy_prior, load_prior, resolve_prior_path
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "2", "--images-per-pair", "1", "--batch-size", "4", "--threads", "1", "--ckpt-every", "0"]
@@ -55,11 +55,8 @@ def test_flow_fine_tune_of_an_eps_prior_records_its_lineage_and_refuses_a_mixed_
     assert err.startswith("sds3d: error: ") and "checkpoint of the flow objective; resume it with --objective flow" in err
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _script(name: str):
+    return load_script(name)
 
 
 @pytest.mark.parametrize("scratch", [False, True])

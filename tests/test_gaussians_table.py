@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("gaussians_table", REPO / "scripts" / "gaussians_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gaussians_table")
 
 
 def _fake_run(folder: Path, kind: str, prompt: str, seed: int, steps: int, iou: float, seconds: float, colour: int):

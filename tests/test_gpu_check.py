@@ -4,18 +4,15 @@ count as CUDA tests, and the shapes of the random SD 2.1-base prior."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
-gc = importlib.util.module_from_spec(spec)
-sys.modules["gpu_check"] = gc  # dataclasses look their module up there
-spec.loader.exec_module(gc)
+gc = load_script("gpu_check")
 
 INFO = {"name": "NVIDIA Test GPU", "capability": "8.9", "memory_gib": 24.0, "torch": "2.13.0", "cuda": "12.8"}
 

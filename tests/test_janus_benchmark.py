@@ -1,7 +1,6 @@
 """The v2 benchmark in runs: v2 metrics through the pipeline's evaluate (v1 prompts unchanged), its
 configs and sweeps, and the Janus / composition tables."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,16 +14,14 @@ from sds3d.export import write_mesh
 from sds3d.export.mesh import ExportConfig
 from sds3d.toyworld.v2.metrics import ground_truth_mesh
 from sds3d.toyworld.v2.prompts import benchmark_prompts
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 V2 = str(ROOT / "configs" / "toy-v2.yaml")
 
 
 def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name)
 
 
 def _exported_run(tmp_path: Path, mesh_world, name: str = "run") -> Path:

@@ -1,20 +1,17 @@
 """scripts/bench_prior_step.py's arithmetic (the per-block extrapolation, meta-device parameter counts) and the
 CPU estimate of transformer priors."""
 
-import importlib.util
 import warnings
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_prior_step", REPO / "scripts" / "bench_prior_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_prior_step")
 
 
 def test_line_fit_by_hand():

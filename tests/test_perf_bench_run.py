@@ -3,18 +3,14 @@ one real (tiny) run measures its phases from a fresh process."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("bench_run", REPO / "scripts" / "bench_run.py")
-br = importlib.util.module_from_spec(spec)
-sys.modules["bench_run"] = br
-spec.loader.exec_module(br)
+br = load_script("bench_run")
 
 
 def _fake(total, tree):

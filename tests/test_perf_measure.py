@@ -3,18 +3,14 @@ TO MEASURE blocks of docs/performance.md (markers kept, other text untouched).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("perf_measure", REPO / "scripts" / "perf_measure.py")
-pm = importlib.util.module_from_spec(spec)
-sys.modules["perf_measure"] = pm
-spec.loader.exec_module(pm)
+pm = load_script("perf_measure")
 
 
 def _row(prompt, iou, colour=0.1, status="done"):

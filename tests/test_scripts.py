@@ -1,6 +1,5 @@
 """Scripts: the restoring-force diagnostic's math (with an exact denoiser), the toy prior recipe's stages."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,12 @@ from sds3d.cameras import make_cameras
 from sds3d.priors.base import Prior
 from sds3d.priors.condition import Condition
 from sds3d.priors.schedule import NoiseSchedule
+from script_module import load_script
 
 
 
 def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name)
 
 
 restoring_force = _load_script("restoring_force")

@@ -1,7 +1,6 @@
 """Toy world v2's priors: the training data the recipe reads, the camera-free start from v1, exact
 resume, the stage recipe, and the priors loaded by name."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,15 +14,13 @@ from sds3d.priors.toy_unet import ToyUNet
 from sds3d.toyworld.camera_free import drop_camera_embedding
 from sds3d.toyworld.v2 import dataset, spec
 from sds3d.toyworld.v2.prompts import parse_prompt
+from script_module import load_script
 
 TINY = ["--world", "v2", "--images-per-pair", "1", "--batch-size", "4", "--threads", "1"]
 
 
 def _load_script(name: str):
-    module_spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return load_script(name)
 
 
 @pytest.fixture(scope="module")
