@@ -28,20 +28,17 @@ import torch
 
 from sds3d.cameras import CameraConfig, sample_cameras
 from sds3d.render.splat import cameras_to_gsplat, rasterize_gaussians
-from sds3d.scene.gaussians import SH_C0
+from sds3d.runs import load_run_config, load_scene
 from sds3d.scene.gaussians_init import initial_gaussians, random_ball
 
 
 def trained_gaussians(run_dir: Path) -> tuple[torch.Tensor, ...]:
-    """(means, quats, scales, opacities, colours) of a finished Gaussian run's last checkpoint."""
-    path = run_dir / "ckpt" / "last.pt"
-    if not path.is_file():
-        raise ValueError(f"{path} not found; --runs takes finished scene.kind=gaussians run folders")
-    state = torch.load(path, map_location="cpu", weights_only=True).get("scene", {})
-    if "params.means" not in state:
-        raise ValueError(f"{path} holds no Gaussians (a NeRF run?); --runs takes scene.kind=gaussians runs")
-    p = {k.removeprefix("params."): v.float() for k, v in state.items() if k.startswith("params.")}
-    return (p["means"], p["quats"], p["scales"].exp(), torch.sigmoid(p["opacities"]), 0.5 + SH_C0 * p["sh0"][:, 0])
+    """(means, quats, scales, opacities, colours) of a finished Gaussian run, as its scene activates them."""
+    cfg = load_run_config(run_dir)  # RunDirError (a UserError, so a ValueError) names a folder that is no run
+    if cfg.scene.kind != "gaussians":
+        raise ValueError(f"{run_dir} is a scene.kind={cfg.scene.kind} run; --runs takes scene.kind=gaussians runs")
+    s = load_scene(cfg, run_dir).splats()
+    return tuple(torch.from_numpy(x).float() for x in (s.means, s.quats, s.scales, s.opacities, s.rgb))
 
 
 def seconds_per_step(n: int, res: int, iters: int, generator: torch.Generator,
