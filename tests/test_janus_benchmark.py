@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from sds3d import pipeline
 from sds3d.config import load_config
