@@ -36,12 +36,22 @@ def small_disk(tmp_path):
 
 
 def fill(disk, leave: int):
-    """Fill ``disk`` up to ``leave`` free bytes; returns the filler to delete."""
-    st = os.statvfs(disk)
+    """Fill ``disk`` up to ``leave`` free bytes; returns the filler to delete.
+
+    A run may be writing to the same disk meanwhile, so the free space can shrink between ``statvfs`` and
+    ``posix_fallocate``: on ENOSPC, measure again and retry (a failed fallocate leaves the file as it was)."""
     filler = disk / "filler"
     with open(filler, "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, max(0, st.f_bavail * st.f_frsize - leave))
-    return filler
+        for _ in range(50):
+            st = os.statvfs(disk)
+            size = os.fstat(f.fileno()).st_size + max(0, st.f_bavail * st.f_frsize - leave)
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+                return filler
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+    raise AssertionError(f"could not fill {disk}: its free space kept shrinking")
 
 
 def _last_line(capsys) -> str:
