@@ -44,7 +44,9 @@ def test_pipeline_evaluates_faced_objects_with_the_janus_metrics(tmp_path):
     ev = _evaluate(_exported_run(tmp_path, ground_truth_mesh("a red owl", resolution=96), "gt"), "a red owl")
     assert ev["world"] == "v2" and ev["kind"] == "faced" and ev["colour_source"] == "mesh"
     assert (ev["janus"], ev["n_faces"], ev["face_present"], ev["front_ok"], ev["flooded"]) == (0, 1, 1, True, False)
-    assert ev["front_az"] == 0.0 and ev["iou"] > 0.95 and ev["colour_err"] < 0.1 and len(ev["F"]) == 24
+    # v1's colour error counts the GT's own eyes and beak as error (0.10 on this mesh); the v2 body error does not.
+    assert ev["front_az"] == 0.0 and ev["iou"] > 0.95 and ev["colour_err"] < 0.15 and len(ev["F"]) == 24
+    assert ev["body_colour_err"] < 0.05
     two = _evaluate(_exported_run(tmp_path, ground_truth_mesh("a red owl", "two_faced", resolution=64), "two"), "a red owl")
     assert two["janus"] == 1 and two["n_faces"] == 2
 

@@ -58,9 +58,9 @@ def test_sampling_conditions_follow_the_training_captions():
     assert all(t.startswith("a red cube, ") and t.endswith(" view") for t in texts) and angles.shape == (50, 2)
     texts, angles = sampling_conditions("a red owl", 400, g, cameras=True)
     assert set(texts) <= {"a red owl"} | {f"a red owl, {v} view" for v in world.VIEWS}
-    assert 0.6 < texts.count("a red owl") / 400 < 0.9  # sparse captions: 78% bare in the spec
+    assert 0.7 < texts.count("a red owl") / 400 < 0.9  # sparse captions: 81% bare in the spec
     front = ((angles[:, 1] + 45.0) % 360.0 < 90.0).float().mean()
-    assert 0.5 < front < 0.7  # the front-biased mixture: 60% within 45 deg of the front
+    assert 0.6 < front < 0.8  # the front-biased mixture: 70% within 45 deg of the front
     assert sampling_conditions("a red owl", 3, g, cameras=False) == (["a red owl"] * 3, None)
 
 

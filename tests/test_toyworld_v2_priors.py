@@ -142,6 +142,26 @@ def test_v2_stage_resumes_exactly(tmp_path, data_cache, monkeypatch, stop):
         assert (tmp_path / "a" / sub).read_bytes() == (tmp_path / "b" / sub).read_bytes()
 
 
+def test_a_checkpoint_of_another_data_set_is_not_resumed(tmp_path, data_cache, capsys):
+    """After a spec change the cached renders follow its digest; a stage's checkpoint must too."""
+    from sds3d.toyworld import train_prior
+
+    args = TINY + ["--steps", "2", "--dataset-cache", str(data_cache), "--out", str(tmp_path / "p"), "--work-dir", str(tmp_path / "w")]
+    train_prior.main(args)
+    ckpt = tmp_path / "w" / "ckpt.pt"
+    ck = torch.load(ckpt, weights_only=True)
+    assert ck["data"] == f"v2-seed0-n1-{dataset._data_digest()}"
+    torch.save({**ck, "data": "v2-seed0-n1-0123456789abcdef"}, ckpt)
+    with pytest.raises(SystemExit) as e:
+        train_prior.main(args + ["--steps", "4", "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "was trained on another data set (v2-seed0-n1-0123456789abcdef" in err
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as e:
+        train_prior.main(args + ["--steps", "4", "--resume"])
+    assert e.value.code == 2 and "is not a readable checkpoint" in capsys.readouterr().err
+
+
 def test_recipe_runs_the_stages_of_both_priors_from_v1_and_resumes_stage_by_stage(tmp_path, monkeypatch):
     recipe = _load_script("train_toy_prior_v2")
     calls = []

@@ -108,10 +108,10 @@ def test_house_door_and_windows_from_the_front():
 
 
 def test_front_renders_at_32_match_the_spec_measurements():
-    # resolution.argument: in the 32x32 front render (elevation 0, blue) the owl has 12 clean-white
-    # pixels (min channel > 0.5, fully covered) and the house 18; dark (max channel < 0.25, fully
-    # covered): 6 and 20.
-    for name, white, dark in (("owl", 12, 6), ("house", 18, 20)):
+    # resolution.argument: in the 32x32 front render (elevation 0, blue) the owl has 24 clean-white
+    # pixels (min channel > 0.5, fully covered) and the house 24; dark (max channel < 0.25, fully
+    # covered): 18 and 28.
+    for name, white, dark in (("owl", 24, 18), ("house", 24, 28)):
         img, mask = render(faced_object(name, "blue"), front())
         full = mask[0, 0] == 1
         assert ((img[0].min(0).values > 0.5) & full).sum().item() == white

@@ -149,6 +149,27 @@ def main(argv: list[str] | None = None) -> None:
         if missing_files:
             _fail(f"--init-from {args.init_from} is not a toy prior folder (missing {', '.join(missing_files)})")
 
+    # What the images are: a checkpoint of another data set (the spec or the renderer changed since,
+    # or other counts) must not be resumed as if it were this one's.
+    data_id = f"{args.world}-seed{args.seed}-n{args.images_per_pair}"
+    if args.world == "v2":
+        from .v2.dataset import _data_digest
+
+        data_id += f"-{_data_digest()}"
+    ckpt_path = args.work_dir / "ckpt.pt"
+    ck = None
+    if args.resume and ckpt_path.exists():
+        try:
+            ck = torch.load(ckpt_path, weights_only=True)
+        except Exception as e:  # truncated or not a checkpoint: say which file, no traceback
+            _fail(f"{ckpt_path} is not a readable checkpoint ({type(e).__name__}); delete it to start the stage again")
+    if ck is not None and ck.get("objective", "epsilon") != args.objective:
+        _fail(f"{ckpt_path} is a checkpoint of the {ck.get('objective', 'epsilon')} objective; resume it with "
+              f"--objective {ck.get('objective', 'epsilon')}, or give another --work-dir")
+    if ck is not None and ck.get("data", data_id) != data_id:  # checkpoints older than the key: trusted
+        _fail(f"{ckpt_path} was trained on another data set ({ck['data']}; this run's is {data_id}: the toy world's "
+              f"spec, its code or the counts changed); give another --work-dir or delete that one")
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
@@ -210,12 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     g = torch.Generator().manual_seed(args.seed + 1)
     step = 0
 
-    ckpt_path = args.work_dir / "ckpt.pt"
-    if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=True)
-        if ck.get("objective", "epsilon") != args.objective:
-            _fail(f"{ckpt_path} is a checkpoint of the {ck.get('objective', 'epsilon')} objective; resume it with "
-                  f"--objective {ck.get('objective', 'epsilon')}, or give another --work-dir")
+    if ck is not None:
         unet.load_state_dict(ck["unet"])
         text_encoder.load_state_dict(ck["text_encoder"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -230,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "optimizer": optimizer.state_dict(),
                     "lr_sched": lr_sched.state_dict(), "ema": ema.state_dict(), "generator": g.get_state(), "step": step,
-                    "objective": args.objective}, tmp)
+                    "objective": args.objective, "data": data_id}, tmp)
         tmp.replace(ckpt_path)
 
     unet.train()
