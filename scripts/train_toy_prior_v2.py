@@ -58,6 +58,15 @@ def finished_stages(asset: Path) -> int:
     return names.index(stage) + 1
 
 
+def repo_relative(path: str) -> str:
+    """A lineage path inside this repository as a path from its root (the asset is committed; an
+    absolute path would name the machine it was trained on)."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return path
+
+
 def install(stage_out: Path, asset: Path) -> None:
     """Replace the asset folder by a finished stage's prior (copy first: the asset is never half-written)."""
     tmp = asset.with_name(asset.name + ".tmp")
@@ -92,6 +101,8 @@ def train(prior: str, args) -> None:
         t0 = time.time()
         train_prior(argv)
         info = json.loads((out / "training.json").read_text())
+        if info.get("init_from"):
+            info["init_from"] = repo_relative(info["init_from"])
         info.update(recipe="scripts/train_toy_prior_v2.py", prior=name, stage=stage, init=args.init,
                     stage_minutes_last_process=round((time.time() - t0) / 60, 2))
         (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")

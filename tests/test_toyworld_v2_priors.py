@@ -170,7 +170,8 @@ def test_recipe_runs_the_stages_of_both_priors_from_v1_and_resumes_stage_by_stag
         calls.append(argv)
         out = Path(argv[argv.index("--out") + 1])
         out.mkdir(parents=True)
-        (out / "training.json").write_text(json.dumps({"steps": int(argv[argv.index("--steps") + 1])}))
+        init = argv[argv.index("--init-from") + 1]
+        (out / "training.json").write_text(json.dumps({"steps": int(argv[argv.index("--steps") + 1]), "init_from": init}))
 
     monkeypatch.setattr(recipe, "train_prior", fake_train)
     assets, work = tmp_path / "assets", tmp_path / "work"
@@ -178,6 +179,7 @@ def test_recipe_runs_the_stages_of_both_priors_from_v1_and_resumes_stage_by_stag
     recipe.main(common + ["--prior", "text", "--max-stages", "1"])
     info = json.loads((assets / "toy-v2-text-prior" / "training.json").read_text())
     assert info["stage"] == "s1" and info["recipe"] == "scripts/train_toy_prior_v2.py"
+    assert info["init_from"] == "sds3d/assets/toy-prior"  # in the repository: from its root, not this machine's path
     (work / "text" / "s2").mkdir(parents=True)
     (work / "text" / "s2" / "ckpt.pt").write_bytes(b"")  # an interrupted stage is resumed
     recipe.main(common)
