@@ -69,7 +69,8 @@ def _ordered(labels) -> list[str]:
 
 def janus_table(rows: list[dict]) -> list[dict]:
     """Per condition: runs, flooded, Janus rate (all and per object), face present, faces, front_ok (of the
-    runs with a face), IoU, colour error."""
+    runs with a face), IoU, v1's colour error and the body colour error (v2: the slot-coloured surface only,
+    so a face drawn is no colour error)."""
     out = []
     for cond in _ordered(r["condition"] for r in rows if r["eval"]["kind"] == "faced"):
         mine = [r["eval"] for r in rows if r["condition"] == cond and r["eval"]["kind"] == "faced"]
@@ -80,7 +81,8 @@ def janus_table(rows: list[dict]) -> list[dict]:
             entry[f"janus_{name}"] = _mean(m["janus"] for m in judged if m["prompt"].split()[-1] == name)
         entry.update(face_present=_mean(m["face_present"] for m in judged), faces=_mean(m["n_faces"] for m in judged),
                      front_ok=_mean(m["front_ok"] for m in judged if m["face_present"]),
-                     iou=_mean(m["iou"] for m in mine), colour_err=_mean(m["colour_err"] for m in mine))
+                     iou=_mean(m["iou"] for m in mine), colour_err=_mean(m["colour_err"] for m in mine),
+                     body_colour_err=_mean(m.get("body_colour_err") for m in mine))
         out.append(entry)
     return out
 
@@ -112,12 +114,13 @@ def markdown(janus: list[dict], comps: list[dict], picture: str | None) -> str:
     lines = []
     if janus:
         lines += ["**Janus table** (3 faced objects x 4 colours x 3 seeds per condition; rates over unflooded runs)", "",
-                  "| condition | runs | flooded | Janus rate | owl | house | chair | face present | faces | front ok | IoU | colour err |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| condition | runs | flooded | Janus rate | owl | house | chair | face present | faces | front ok | IoU | colour err | body colour err |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in janus:
             cells = [e["condition"], e["runs"], e["flooded"], _fmt(e["janus_rate"], ".0%")]
             cells += [_fmt(e[f"janus_{n}"], ".0%") for n in OBJECTS]
-            cells += [_fmt(e["face_present"], ".0%"), _fmt(e["faces"]), _fmt(e["front_ok"], ".0%"), _fmt(e["iou"]), _fmt(e["colour_err"], ".3f")]
+            cells += [_fmt(e["face_present"], ".0%"), _fmt(e["faces"]), _fmt(e["front_ok"], ".0%"), _fmt(e["iou"]), _fmt(e["colour_err"], ".3f"),
+                      _fmt(e["body_colour_err"], ".3f")]
             lines.append("| " + " | ".join(map(str, cells)) + " |")
         lines.append("")
     if picture:

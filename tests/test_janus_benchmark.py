@@ -162,7 +162,7 @@ def _fake_run(sweep: Path, prompt: str, seed: int, overrides: list[str], ev: dic
 
 def test_janus_table_counts_janus_runs_over_unflooded_ones(tmp_path):
     table = _load_script("janus_table")
-    faced = {"kind": "faced", "n_faces": 1, "face_present": 1, "front_ok": True, "iou": 0.8, "colour_err": 0.1}
+    faced = {"kind": "faced", "n_faces": 1, "face_present": 1, "front_ok": True, "iou": 0.8, "colour_err": 0.1, "body_colour_err": 0.05}
     a, d = [], ["prior.name_or_path=toy-v2-camera"]
     _fake_run(tmp_path / "j", "a red owl", 0, a, {**faced, "janus": 1, "n_faces": 2, "front_ok": False, "iou": 0.6})
     _fake_run(tmp_path / "j", "a red owl", 1, a, {**faced, "janus": 0})
@@ -177,7 +177,7 @@ def test_janus_table_counts_janus_runs_over_unflooded_ones(tmp_path):
     assert a_row["janus_rate"] == 0.5 and a_row["janus_owl"] == pytest.approx(1 / 3) and a_row["janus_house"] is None
     assert a_row["face_present"] == 0.75 and a_row["faces"] == pytest.approx(5 / 4)
     assert a_row["front_ok"] == pytest.approx(2 / 3)  # of the runs with a face
-    assert a_row["iou"] == pytest.approx((0.6 + 0.8 * 4) / 5)
+    assert a_row["iou"] == pytest.approx((0.6 + 0.8 * 4) / 5) and a_row["body_colour_err"] == pytest.approx(0.05)
     assert rows[1]["janus_rate"] == 0.0 and rows[1]["runs"] == 1
 
     comp = {"kind": "composition", "union_iou": 0.7}
