@@ -150,7 +150,7 @@ def test_a_checkpoint_of_another_data_set_is_not_resumed(tmp_path, data_cache, c
     train_prior.main(args)
     ckpt = tmp_path / "w" / "ckpt.pt"
     ck = torch.load(ckpt, weights_only=True)
-    assert ck["data"] == f"v2-seed0-n1-{dataset._data_digest()}"
+    assert ck["data"] == f"v2-seed0-n1-{dataset.data_digest()}"
     torch.save({**ck, "data": "v2-seed0-n1-0123456789abcdef"}, ckpt)
     with pytest.raises(SystemExit) as e:
         train_prior.main(args + ["--steps", "4", "--resume"])

@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     # or other counts) must not be resumed as if it were this one's.
     data_id = f"{args.world}-seed{args.seed}-n{args.images_per_pair}"
     if args.world == "v2":
-        from .v2.dataset import _data_digest
+        from .v2.dataset import data_digest
 
-        data_id += f"-{_data_digest()}"
+        data_id += f"-{data_digest()}"
     ckpt_path = args.work_dir / "ckpt.pt"
     ck = None
     if args.resume and ckpt_path.exists():

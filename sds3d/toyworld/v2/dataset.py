@@ -118,7 +118,7 @@ def recipe_counts(images_per_pair: int) -> dict[str, int]:
             "composition": max(1, round(images_per_pair * ratio))}
 
 
-def _data_digest() -> str:
+def data_digest() -> str:
     """What the renders depend on: the toy world's code and specs (all of ``toyworld/`` but the
     training recipe that consumes them), ``cameras.py`` and the torch version."""
     root = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def training_set(images_per_pair: int, seed: int, cache_dir: Path | None = None)
 
     float16 halves the 61500 renders' 755 MB; its rounding (< 2^-11 relative, an eighth of an 8-bit
     level) is far below what a 32x32 denoiser resolves. With ``cache_dir`` the set is read from,
-    or written to, one safetensors file named by seed, counts and ``_data_digest`` (rendering it
+    or written to, one safetensors file named by seed, counts and ``data_digest`` (rendering it
     takes minutes; every training stage needs it).
 
     Returns:
@@ -145,7 +145,7 @@ def training_set(images_per_pair: int, seed: int, cache_dir: Path | None = None)
     counts = recipe_counts(images_per_pair)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"v2-seed{seed}-n{images_per_pair}-{_data_digest()}.safetensors"
+        path = Path(cache_dir) / f"v2-seed{seed}-n{images_per_pair}-{data_digest()}.safetensors"
         if path.is_file():
             from safetensors import safe_open
 
