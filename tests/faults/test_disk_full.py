@@ -11,7 +11,10 @@ import errno
 import io
 import os
 import shutil
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 from _support import TOY, TRACEBACK, assert_same_run, bytes_lost, fast, metric_lines, scene_state, snapshot, start, temporaries, wait_for
@@ -88,11 +91,46 @@ def test_a_read_only_disk_is_one_line(small_disk, tiny_pixel_prior, reference, c
     assert bytes_lost(before, run_dir) == 0
 
 
+def _frozen(proc: subprocess.Popen) -> None:
+    """SIGSTOP ``proc`` and wait until the kernel shows it stopped (state T), so nothing it writes lands later."""
+    proc.send_signal(signal.SIGSTOP)
+    stat = Path(f"/proc/{proc.pid}/stat")
+    for _ in range(500):
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in "tT":
+            return
+        time.sleep(0.001)
+
+
+def _stopped_mid_training(disk, prior, steps: int = 8) -> tuple[subprocess.Popen, Path]:
+    """A run frozen between two checkpoints: the one of step 3 or later whole, none being written, at least
+    two still to come.
+
+    The next checkpoint must then fail. Frozen while a checkpoint was being written, the run could finish
+    that one in the space the test leaves, rename it over the previous one, and so free the space of a
+    whole checkpoint for the next (its 8 steps take tens of milliseconds): thaw and freeze again a moment
+    later until none is open, and start again in the rare case the run got too far meanwhile."""
+    for _ in range(5):
+        run_dir = disk / "run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        proc = start("run", TOY, "prompt=a red cube", "name=run", *fast(disk, prior, steps))
+        wait_for(lambda: metric_lines(run_dir) >= 4, proc, what="step 4")  # step 3's checkpoint precedes step 4's line
+        while proc.poll() is None:
+            _frozen(proc)
+            if metric_lines(run_dir) > steps - 2:
+                break
+            if not temporaries(run_dir):
+                return proc, run_dir
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.002)
+        proc.kill()
+        proc.communicate()
+    raise AssertionError("the run could not be frozen between two checkpoints before its last steps, five times")
+
+
 def test_training_on_a_full_disk_keeps_the_last_checkpoint(small_disk, tiny_pixel_prior, reference, record_property):
-    run_dir = small_disk / "run"
-    proc = start("run", TOY, "prompt=a red cube", "name=run", *fast(small_disk, tiny_pixel_prior))
-    wait_for(lambda: metric_lines(run_dir) >= 3, proc, what="step 3")
+    proc, run_dir = _stopped_mid_training(small_disk, tiny_pixel_prior)
     filler = fill(small_disk, 64 * 1024)  # the next checkpoint (MBs) cannot be written
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     record_property("tracebacks", err.count(TRACEBACK))
     assert proc.returncode == 2, err
