@@ -185,10 +185,13 @@ def test_janus_table_counts_janus_runs_over_unflooded_ones(tmp_path):
     _fake_run(tmp_path / "c", held, 0, d, {**comp, "composition_ok": True, "part_colour_ok": [True, True]})
     _fake_run(tmp_path / "c", "a red sphere on top of a blue cube", 0, d, {**comp, "composition_ok": False, "part_colour_ok": [True, False]})
     _fake_run(tmp_path / "c", "a red cube next to a blue cone", 1, d, {**comp, "composition_ok": True, "part_colour_ok": [True, True], "union_iou": 0.9})
+    _fake_run(tmp_path / "c", "a red sphere on top of a yellow cube", 2, d, {**comp, "composition_ok": True, "part_colour_ok": [True, True], "union_iou": 0.8})
     crows = table.composition_table(table.read_runs(tmp_path / "c"))
-    assert [(r["prompts"], r["runs"]) for r in crows] == [("training", 2), ("held out", 1)]
+    assert [(r["prompts"], r["relation"], r["runs"]) for r in crows] == [("training", "on top of", 2), ("training", "next to", 1),
+                                                                          ("held out", "on top of", 1)]
     assert crows[0]["composition_acc"] == 0.5 and crows[0]["part_colour_acc"] == 0.75
-    assert crows[0]["union_iou"] == pytest.approx(0.8) and crows[1]["composition_acc"] == 1.0
+    assert crows[0]["union_iou"] == pytest.approx(0.75) and crows[1]["union_iou"] == pytest.approx(0.9)
+    assert crows[2]["composition_acc"] == 1.0
 
     readme, doc = tmp_path / "README.md", tmp_path / "docs" / "janus.md"
     readme.write_text("# sds3d\n\ntext\n")
@@ -201,7 +204,7 @@ def test_janus_table_counts_janus_runs_over_unflooded_ones(tmp_path):
     assert text.startswith("# Janus\n\nintro\n") and text.endswith("\nafter\n") and "old" not in text
     assert text.count("| (a) view-suffix prior | 5 | 1 | 50% | 33% | – | 100% | 75% | 1.25 | 67% | 0.76 | 0.100 |") == 1
     assert readme.read_text().startswith("# sds3d\n\ntext\n") and readme.read_text().count(table.START) == 1
-    assert "| (d) camera-conditioned prior | held out | 1 | 100% | 0.70 | 100% |" in readme.read_text()
+    assert "| (d) camera-conditioned prior | held out | on top of | 1 | 100% | 0.70 | 100% |" in readme.read_text()
 
 
 def test_janus_table_says_when_there_is_nothing_to_tabulate(tmp_path):
