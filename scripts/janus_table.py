@@ -115,10 +115,15 @@ def _fmt(v, spec: str = ".2f") -> str:
     return str(v) if isinstance(v, (int, str)) else format(v, spec)
 
 
-def markdown(janus: list[dict], comps: list[dict], picture: str | None) -> str:
+def _seeds(rows: list[dict]) -> str:
+    seeds = sorted({r["seed"] for r in rows})
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def markdown(janus: list[dict], comps: list[dict], picture: str | None, *, janus_seeds: str, comp_seeds: str) -> str:
     lines = []
     if janus:
-        lines += ["**Janus table** (3 faced objects x 4 colours x 3 seeds per condition; rates over unflooded runs)", "",
+        lines += [f"**Janus table** (3 faced objects x 4 colours, {janus_seeds}; rates over unflooded runs)", "",
                   "| condition | runs | flooded | Janus rate | owl | house | chair | face present | faces | front ok | IoU | colour err | body colour err |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in janus:
@@ -131,7 +136,7 @@ def markdown(janus: list[dict], comps: list[dict], picture: str | None) -> str:
     if picture:
         lines += [f"![front (azimuth 0) and back (azimuth 180) views per condition]({picture})", ""]
     if comps:
-        lines += ["**Composition table** (x 3 seeds)", "",
+        lines += [f"**Composition table** ({comp_seeds})", "",
                   "| condition | prompts | relation | runs | composition accuracy | union IoU | part colour accuracy |",
                   "|---|---|---|---|---|---|---|"]
         for e in comps:
@@ -207,11 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     picture = None if args.no_picture else views_picture(janus_rows, args.doc.parent / "janus-views.png")
     janus, comps = janus_table(janus_rows), composition_table(comp_rows)
     rel = None if picture is None else os.path.relpath(picture, args.doc.parent)
-    replace_section(args.doc, markdown(janus, comps, rel))
+    seeds = {"janus_seeds": _seeds(janus_rows), "comp_seeds": _seeds(comp_rows)}
+    replace_section(args.doc, markdown(janus, comps, rel, **seeds))
     readme_pic = None if picture is None else os.path.relpath(picture, args.readme.parent)
-    replace_section(args.readme, markdown(janus, comps, readme_pic) + "\nHow they are made: [docs/janus.md](docs/janus.md).\n",
+    replace_section(args.readme, markdown(janus, comps, readme_pic, **seeds) + "\nHow they are made: [docs/janus.md](docs/janus.md).\n",
                     heading="## Toy world v2: the Janus and composition tables")
-    print(markdown(janus, comps, rel))
+    print(markdown(janus, comps, rel, **seeds))
 
 
 if __name__ == "__main__":
