@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sds3d.runs import COMPLETE, is_complete  # noqa: E402
+from sds3d.runs import COMPLETE  # noqa: E402
+from sds3d.sweep.execute import run_state  # noqa: E402
 
 KEPT = ("config.yaml", "summary.json", COMPLETE)
 IMAGE_LIMIT = 200_000  # bytes per image: previews, not renders
@@ -30,7 +31,7 @@ def keep(sweep_dir: Path, dest: Path, images: bool = False) -> int:
     count = 0
     for marker in sorted(sweep_dir.rglob(COMPLETE)):
         run = marker.parent
-        if not is_complete(run):
+        if run_state(run) != "done":  # the sweep's own test: a run that ended in an error is not kept as finished
             continue
         out = dest / run.relative_to(sweep_dir)
         out.mkdir(parents=True, exist_ok=True)
