@@ -7,12 +7,17 @@ mean recognition, mean training seconds per run, mean prior evaluations per step
 prior_calls), seed diversity (mean pairwise IoU between the meshes of different seeds of the same
 prompt, on a 64^3 grid without alignment: lower is more diverse), with --baseline the IoU
 difference to that row paired by prompt and seed (mean ± standard error over the pairs) and, with --at, the mean IoU of
-the same configs in shorter sweeps (time-to-quality). Writes the table between the markers
+the same configs in shorter sweeps (time-to-quality) and, with --v2, toy world v2's columns from the
+estimator sweeps on its faced objects and compositions (configs/sweeps/estimators-janus.yaml,
+estimators-compositions.yaml): Janus rate over the unflooded runs, face present, composition
+accuracy (docs/janus.md defines them). Writes the table between the markers
 <!-- estimator-table --> and <!-- /estimator-table --> of --out (or a new file) and, unless
 --no-picture, a comparison picture (rows: configs, columns: prompts, seed 0).
 
     python scripts/estimator_table.py runs/sweeps/estimators --at 150=runs/sweeps/estimators-150 \
         --at 300=runs/sweeps/estimators-300 --out docs/estimators.md --picture docs/estimators.png
+    python scripts/estimator_table.py runs/sweeps/estimators --v2 runs/sweeps/estimators-janus \
+        --v2 runs/sweeps/estimators-compositions --out docs/estimators.md --picture docs/estimators.png
     python scripts/estimator_table.py runs/sweeps/toy-eps-sds runs/sweeps/toy-flow-estimators \
         --out docs/flow-priors.md --picture docs/flow-priors.png
 """
@@ -50,8 +55,9 @@ def read_runs(sweep_dir: Path) -> dict[str, list[dict]]:
         calls = []
         if (folder / "metrics.jsonl").is_file():
             calls = [json.loads(line).get("prior_calls") for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        v2 = summary.get("eval") if isinstance(summary.get("eval"), dict) and summary["eval"].get("world") == "v2" else None
         row = {**metrics_of(summary), "prompt": run.prompt, "seed": run.seed, "folder": folder,
-               "prior_calls": mean([c for c in calls if c is not None])}
+               "prior_calls": mean([c for c in calls if c is not None]), "v2": v2}
         by_config.setdefault(config_name(run, spec), []).append(row)
     return by_config
 
@@ -96,11 +102,26 @@ def paired_difference(rows: list[dict], base: list[dict]) -> str:
     return f"{m:+.3f} ± {se:.3f} ({len(d)})"
 
 
-def table(main: dict[str, list[dict]], at: dict[int, dict[str, list[dict]]], diversity: bool, baseline: str | None = None) -> str:
+def v2_columns(rows: list[dict]) -> list[str]:
+    """Janus rate (of the unflooded faced runs, with their count), face present, composition accuracy (with
+    the count of composition runs) of one config's toy world v2 runs; janus_table.py's definitions."""
+    faced = [r["v2"] for r in rows if r["v2"] and r["v2"].get("kind") == "faced"]
+    judged = [m for m in faced if m.get("janus") is not None]
+    comps = [r["v2"] for r in rows if r["v2"] and r["v2"].get("kind") == "composition"]
+    janus = mean(float(m["janus"]) for m in judged)
+    face = mean(float(m["face_present"]) for m in judged)
+    comp = mean(float(bool(m["composition_ok"])) for m in comps)
+    return [f"{janus:.0%} ({len(judged)})" if janus is not None else "", fmt(face, ".0%"),
+            f"{comp:.0%} ({len(comps)})" if comp is not None else ""]
+
+
+def table(main: dict[str, list[dict]], at: dict[int, dict[str, list[dict]]], diversity: bool, baseline: str | None = None,
+          v2: dict[str, list[dict]] | None = None) -> str:
     steps = sorted(at)
     header = (["config", "runs", "mean IoU", "worst IoU", "colour error", "recognition", "train s/run", "prior calls/step",
                "seed diversity (pairwise IoU)"] + ([f"IoU − {baseline} (pairs)"] if baseline else [])
-              + [f"IoU @ {s} steps" for s in steps])
+              + [f"IoU @ {s} steps" for s in steps]
+              + (["Janus rate (runs)", "face present", "composition acc. (runs)"] if v2 is not None else []))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, rows in main.items():
         ious = [r["iou"] for r in rows if r["iou"] is not None]
@@ -110,6 +131,7 @@ def table(main: dict[str, list[dict]], at: dict[int, dict[str, list[dict]]], div
                  fmt(seed_diversity(rows)) if diversity else ""]
         cells += [paired_difference(rows, main[baseline])] if baseline else []
         cells += [fmt(mean(r["iou"] for r in at[s].get(name, []))) for s in steps]
+        cells += v2_columns(v2.get(name, [])) if v2 is not None else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -151,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--picture", type=Path, default=Path("docs/estimators.png"))
     ap.add_argument("--no-picture", action="store_true")
     ap.add_argument("--no-diversity", action="store_true", help="skip the pairwise mesh IoU (reads every mesh)")
+    ap.add_argument("--v2", action="append", default=[], type=Path, metavar="DIR",
+                    help="a toy world v2 estimator sweep (configs/sweeps/estimators-janus.yaml, -compositions.yaml): its columns")
     ap.add_argument("--baseline", help="a row name (e.g. 'toy sds'): add each row's IoU difference to it, paired by prompt and seed")
     args = ap.parse_args(argv)
     main_rows: dict[str, list[dict]] = {}
@@ -162,7 +186,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"estimator_table: --baseline {args.baseline!r} is no row of the table; give one of: {', '.join(main_rows)}",
               file=sys.stderr)
         raise SystemExit(2)
-    text = table(main_rows, at, diversity=not args.no_diversity, baseline=args.baseline)
+    v2: dict[str, list[dict]] | None = None
+    for sweep_dir in args.v2:
+        v2 = v2 if v2 is not None else {}
+        for name, rows in read_runs(sweep_dir).items():
+            v2.setdefault(name, []).extend(rows)
+    text = table(main_rows, at, diversity=not args.no_diversity, baseline=args.baseline, v2=v2)
     print(text, end="")
     write(args.out, text)
     if not args.no_picture:

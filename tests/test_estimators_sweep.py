@@ -86,3 +86,64 @@ def test_the_table_script_compares_the_eps_and_flow_sweeps_row_by_grid_point(tmp
     bad = subprocess.run([sys.executable, str(REPO / "scripts" / "estimator_table.py"), *dirs, "--out", str(out),
                           "--no-diversity", "--no-picture", "--baseline", "sds"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--baseline 'sds' is no row" in bad.stderr
+
+
+def fake_train_v2(job: RunJob) -> dict:
+    """A finished run with toy world v2 metrics: under SDS every owl is Janus and every composition right;
+    under the other methods no run is Janus, the houses are flooded (no verdict) and "next to" fails."""
+    from sds3d.config import load_config
+
+    cfg = load_config(job.config, job.overrides)
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sds, prompt = cfg.guidance.method == "sds", cfg.prompt
+    if " on top of " in prompt or " next to " in prompt:
+        ev = {"kind": "composition", "composition_ok": sds or " on top of " in prompt, "union_iou": 0.8, "part_colour_ok": [True, True]}
+    else:
+        flooded = not sds and prompt.endswith("house")
+        ev = {"kind": "faced", "janus": None if flooded else int(sds and prompt.endswith("owl")),
+              "face_present": int(not prompt.endswith("chair")), "n_faces": 1, "front_ok": True, "iou": 0.7, "colour_err": 0.1}
+    (run_dir / "summary.json").write_text(json.dumps({"train_seconds": 3.0, "prior": cfg.prior.name_or_path,
+                                                      "eval": {"world": "v2", "prompt": prompt, **ev}}))
+    mark_complete(run_dir)
+    return {"status": "done"}
+
+
+def test_the_v2_estimator_sweeps_add_janus_and_composition_columns(tmp_path):
+    from sds3d.toyworld.v2.prompts import benchmark_prompts, held_out_prompts
+
+    main = load_sweep_file(SWEEP)
+    janus = load_sweep_file(REPO / "configs" / "sweeps" / "estimators-janus.yaml")
+    comps = load_sweep_file(REPO / "configs" / "sweeps" / "estimators-compositions.yaml")
+    bench, held = benchmark_prompts(), set(held_out_prompts())
+    for spec in (janus, comps):  # the same methods and configs as the main sweep, seed 0
+        assert spec.grid == main.grid and spec.seeds == [0]
+    assert sorted(janus.prompts) == sorted(bench["janus"])
+    assert set(comps.prompts) <= set(bench["compositions"]) and len(comps.prompts) == 8
+    for relation in (" on top of ", " next to "):  # 2 trained and 2 held out of each relation
+        mine = [p for p in comps.prompts if relation in p]
+        assert len(mine) == 4 and sum(p in held for p in mine) == 2
+    dirs = []
+    for spec, prior in ((janus, "toy-v2-text"), (comps, "toy-v2-camera")):
+        spec.grid["config"] = [v for v in spec.grid["config"] if Path(v.strip('"')).stem in ("toy", "toy-nfsd")]
+        spec.out = str(tmp_path / Path(spec.out).name)
+        run_sweep(spec, run_fn=fake_train_v2, log=lambda m: None)
+        summaries = [json.loads(p.read_text()) for p in Path(spec.out).glob("*/summary.json")]
+        assert len(summaries) == 2 * len(spec.prompts) and {s["prior"] for s in summaries} == {prior}
+        dirs += ["--v2", spec.out]
+    # The main sweep's rows (fake v1 runs of the same two configs).
+    main.prompts, main.seeds, main.out = ["a red cube"], [0], str(tmp_path / "main")
+    main.grid["config"] = janus.grid["config"]
+    run_sweep(main, run_fn=fake_train, log=lambda m: None)
+    out = tmp_path / "estimators.md"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "estimator_table.py"), main.out, *dirs, "--out", str(out),
+                           "--no-diversity", "--no-picture"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    header = [c.strip() for c in lines[1].strip("|").split("|")]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in lines[3:] if line.startswith("| toy")}
+    cols = [header.index(h) for h in ("Janus rate (runs)", "face present", "composition acc. (runs)")]
+    # sds: 4 of 12 faced runs Janus (the owls), 8 of 12 with a face (not the chairs), 8 of 8 compositions right.
+    assert [rows["toy"][i] for i in cols] == ["33% (12)", "67%", "100% (8)"]
+    # nfsd: the 4 houses flooded -> 8 judged, none Janus, 4 of 8 with a face; "on top of" only: 4 of 8.
+    assert [rows["toy-nfsd"][i] for i in cols] == ["0% (8)", "50%", "50% (8)"]

@@ -31,33 +31,33 @@ def test_azimuth_mixture(draws):
     az, el, _ = draws
     assert az.min() >= 0 and az.max() < 360 and el.min() >= -10 and el.max() <= 60
     signed = (az + 180) % 360 - 180
-    front, behind = signed.abs() < 45, signed.abs() >= 105
-    side_left, side_right = (az >= 45) & (az < 105), (az >= 255) & (az < 315)
-    expected = {"front": 0.85, "side": 0.15, "back": 0.0}
+    front, back = signed.abs() < 45, signed.abs() >= 135
+    side_left, side_right = (az >= 45) & (az < 135), (az >= 225) & (az < 315)
+    expected = {"front": 0.7, "side": 0.25, "back": 0.05}
     assert {label: w for label, w, _ in spec.AZIMUTH_MIXTURE} == expected
-    assert close(front.float().mean().item(), 0.85)
-    assert close(side_left.float().mean().item(), 0.075) and close(side_right.float().mean().item(), 0.075)
-    # Attempt 3 (errata): no image of a faced object is seen from behind 105 degrees.
-    assert not behind.any()
+    assert close(front.float().mean().item(), 0.7) and close(back.float().mean().item(), 0.05)
+    assert close(side_left.float().mean().item(), 0.125) and close(side_right.float().mean().item(), 0.125)
     # Uniform within each range: 15-degree bins of the front range each hold a sixth of it.
     bins = torch.histc(signed[front], bins=6, min=-45, max=45) / front.sum()
     assert all(close(b.item(), 1 / 6, int(front.sum())) for b in bins)
     assert close((el > 45).float().mean().item(), 15 / 70)  # elevation uniform in [-10, 60]
+    # The azimuth density note: front:back density 14:1 per degree.
+    assert front.float().mean().item() / back.float().mean().item() == pytest.approx(14.0, rel=0.1)
 
 
 def test_the_spec_caption_fractions_follow_from_its_probabilities():
     # An independent derivation of caption_fractions from the mixture and the suffix probabilities.
     p = spec.CAPTION_SUFFIX_PROBABILITY
     over = 15 / 70
-    label = {"front": 0.85 * (1 - over), "side": 0.15 * (1 - over), "back": 0.0, "overhead": over}
+    label = {"front": 0.7 * (1 - over), "side": 0.25 * (1 - over), "back": 0.05 * (1 - over), "overhead": over}
     views = {f"{v} view": label[v] * p[v] for v in label}
     f = spec.CAPTION_FRACTIONS
     for k, v in views.items():
         assert f[k] == pytest.approx(v, abs=1e-4)
     bare = 1 - sum(views.values())
     assert f["bare"] == pytest.approx(bare, abs=1e-4)
-    assert f["bare_captions_showing_front_azimuths"] == pytest.approx(0.85 * ((1 - over) * (1 - p["front"]) + over * (1 - p["overhead"])) / bare, abs=1e-4)
-    assert f["bare_captions_showing_back_azimuths"] == 0.0  # nothing is seen from behind
+    assert f["bare_captions_showing_front_azimuths"] == pytest.approx(0.7 * ((1 - over) * (1 - p["front"]) + over * (1 - p["overhead"])) / bare, abs=1e-4)
+    assert f["bare_captions_showing_back_azimuths"] == pytest.approx(0.05 * ((1 - over) * (1 - p["back"]) + over * (1 - p["overhead"])) / bare, abs=1e-4)
     assert f["back_view_captions_per_1500_images"] == pytest.approx(1500 * views["back view"], abs=0.1)
 
 
