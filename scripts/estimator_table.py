@@ -62,6 +62,15 @@ def read_runs(sweep_dir: Path) -> dict[str, list[dict]]:
     return by_config
 
 
+def merged_runs(sweep_dirs: list[Path]) -> dict[str, list[dict]]:
+    """``read_runs`` of several sweep folders, the rows of one config name together."""
+    by_config: dict[str, list[dict]] = {}
+    for sweep_dir in sweep_dirs:
+        for name, rows in read_runs(sweep_dir).items():
+            by_config.setdefault(name, []).extend(rows)
+    return by_config
+
+
 def mean(values) -> float | None:
     xs = [v for v in values if v is not None and math.isfinite(v)]
     return sum(xs) / len(xs) if xs else None
@@ -177,20 +186,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="a toy world v2 estimator sweep (configs/sweeps/estimators-janus.yaml, -compositions.yaml): its columns")
     ap.add_argument("--baseline", help="a row name (e.g. 'toy sds'): add each row's IoU difference to it, paired by prompt and seed")
     args = ap.parse_args(argv)
-    main_rows: dict[str, list[dict]] = {}
-    for sweep_dir in args.sweep_dirs:
-        for name, rows in read_runs(sweep_dir).items():
-            main_rows.setdefault(name, []).extend(rows)
+    main_rows = merged_runs(args.sweep_dirs)
     at = {int(item.split("=", 1)[0]): read_runs(Path(item.split("=", 1)[1])) for item in args.at}
     if args.baseline is not None and args.baseline not in main_rows:
         print(f"estimator_table: --baseline {args.baseline!r} is no row of the table; give one of: {', '.join(main_rows)}",
               file=sys.stderr)
         raise SystemExit(2)
-    v2: dict[str, list[dict]] | None = None
-    for sweep_dir in args.v2:
-        v2 = v2 if v2 is not None else {}
-        for name, rows in read_runs(sweep_dir).items():
-            v2.setdefault(name, []).extend(rows)
+    v2 = merged_runs(args.v2) if args.v2 else None
     text = table(main_rows, at, diversity=not args.no_diversity, baseline=args.baseline, v2=v2)
     print(text, end="")
     write(args.out, text)
