@@ -13,9 +13,6 @@ from sds3d.toyworld.v2.dataset import build_dataset, sample_front_biased, sparse
 from sds3d.toyworld.v2.prompts import parse_prompt, training_prompts
 
 N = 200_000
-# The mixture as the spec writes it (attempt 4): label -> weight; the front range is [-15, 15).
-WEIGHTS = {"front": 0.8, "side": 0.15, "back": 0.05}
-FRONT_HALF_WIDTH = 15
 
 
 def close(fraction: float, p: float, n: int = N) -> bool:
@@ -36,34 +33,31 @@ def test_azimuth_mixture(draws):
     signed = (az + 180) % 360 - 180
     front, back = signed.abs() < 45, signed.abs() >= 135
     side_left, side_right = (az >= 45) & (az < 135), (az >= 225) & (az < 315)
-    assert {label: w for label, w, _ in spec.AZIMUTH_MIXTURE} == WEIGHTS
-    assert close(front.float().mean().item(), WEIGHTS["front"]) and close(back.float().mean().item(), WEIGHTS["back"])
-    half_side = WEIGHTS["side"] / 2
-    assert close(side_left.float().mean().item(), half_side) and close(side_right.float().mean().item(), half_side)
-    # Nothing between the front range and 45 degrees (-15 itself is in [-15, 15)).
-    assert not ((signed.abs() > FRONT_HALF_WIDTH) & front).any()
-    # Uniform within each range: 6 bins of the front range each hold a sixth of it.
-    bins = torch.histc(signed[front], bins=6, min=-FRONT_HALF_WIDTH, max=FRONT_HALF_WIDTH) / front.sum()
+    expected = {"front": 0.7, "side": 0.25, "back": 0.05}
+    assert {label: w for label, w, _ in spec.AZIMUTH_MIXTURE} == expected
+    assert close(front.float().mean().item(), 0.7) and close(back.float().mean().item(), 0.05)
+    assert close(side_left.float().mean().item(), 0.125) and close(side_right.float().mean().item(), 0.125)
+    # Uniform within each range: 15-degree bins of the front range each hold a sixth of it.
+    bins = torch.histc(signed[front], bins=6, min=-45, max=45) / front.sum()
     assert all(close(b.item(), 1 / 6, int(front.sum())) for b in bins)
     assert close((el > 45).float().mean().item(), 15 / 70)  # elevation uniform in [-10, 60]
-    # The azimuth density note: front:back density 48:1 per degree (0.8 over 30 deg, 0.05 over 90).
-    per_degree = (front.float().mean().item() / (2 * FRONT_HALF_WIDTH)) / (back.float().mean().item() / 90)
-    assert per_degree == pytest.approx(48.0, rel=0.1)
+    # The azimuth density note: front:back density 14:1 per degree.
+    assert front.float().mean().item() / back.float().mean().item() == pytest.approx(14.0, rel=0.1)
 
 
 def test_the_spec_caption_fractions_follow_from_its_probabilities():
     # An independent derivation of caption_fractions from the mixture and the suffix probabilities.
     p = spec.CAPTION_SUFFIX_PROBABILITY
     over = 15 / 70
-    label = {k: w * (1 - over) for k, w in WEIGHTS.items()} | {"overhead": over}
+    label = {"front": 0.7 * (1 - over), "side": 0.25 * (1 - over), "back": 0.05 * (1 - over), "overhead": over}
     views = {f"{v} view": label[v] * p[v] for v in label}
     f = spec.CAPTION_FRACTIONS
     for k, v in views.items():
         assert f[k] == pytest.approx(v, abs=1e-4)
     bare = 1 - sum(views.values())
     assert f["bare"] == pytest.approx(bare, abs=1e-4)
-    assert f["bare_captions_showing_front_azimuths"] == pytest.approx(WEIGHTS["front"] * ((1 - over) * (1 - p["front"]) + over * (1 - p["overhead"])) / bare, abs=1e-4)
-    assert f["bare_captions_showing_back_azimuths"] == pytest.approx(WEIGHTS["back"] * ((1 - over) * (1 - p["back"]) + over * (1 - p["overhead"])) / bare, abs=1e-4)
+    assert f["bare_captions_showing_front_azimuths"] == pytest.approx(0.7 * ((1 - over) * (1 - p["front"]) + over * (1 - p["overhead"])) / bare, abs=1e-4)
+    assert f["bare_captions_showing_back_azimuths"] == pytest.approx(0.05 * ((1 - over) * (1 - p["back"]) + over * (1 - p["overhead"])) / bare, abs=1e-4)
     assert f["back_view_captions_per_1500_images"] == pytest.approx(1500 * views["back view"], abs=0.1)
 
 
