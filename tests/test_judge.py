@@ -44,17 +44,31 @@ def test_judge_gives_a_grey_blob_no_colour_with_confidence():
     assert judge(torch.ones(0, 3, 32, 32)) == []
 
 
+def _relative_l1(a, b):
+    """Per template: how much of its silhouette differs, sum|a - b| / sum b."""
+    return (a - b).abs().sum(1) / b.sum(1).clamp_min(1.0)
+
+
 def test_the_shipped_templates_are_a_fresh_render():
     # The file is what the judge reads in every run; stale, it would silently be rendered again
-    # (correct, ~2 s slower): rewrite it with `python scripts/make_judge_templates.py`. Bit for bit
-    # with torch 2.13 and 2.14 here; another CPU may round the sphere tracing of an edge pixel
-    # differently, which the judge does not notice, so a few such pixels in a million are allowed.
+    # (correct, ~2 s slower): rewrite it with `python scripts/make_judge_templates.py`. The key
+    # already covers the spec, the renderer's sources and the grid; this catches what it cannot
+    # (another torch changing the render). Bit for bit on the development machine, but CI's CPU
+    # rounds the shading of ~0.2% of the soft mask values differently, so the test compares what
+    # the judge uses, each silhouette's mass, to 3%: shifting the silhouettes by one pixel
+    # (checked below) moves every one by over 9% (10-14% measured).
     shipped = judge_module.read_templates(judge_module.TEMPLATES_PATH)
     assert shipped is not None, "judge_templates.npz is missing or stale: python scripts/make_judge_templates.py"
     masks, ids = judge_module.render_templates()
     assert shipped[0].dtype == masks.dtype and shipped[0].shape == masks.shape
-    assert ((shipped[0] - masks).abs() > 1e-6).float().mean() < 1e-5
     assert shipped[1].dtype == ids.dtype and torch.equal(shipped[1], ids)
+    worst = _relative_l1(shipped[0], masks).max().item()
+    differing = ((shipped[0] - masks).abs() > 1e-6).float().mean().item()
+    assert worst < 0.03, f"a template differs by {worst:.2%} of its mass ({differing:.3%} of values differ)"
+
+    side = int(masks.shape[1] ** 0.5)
+    shifted = masks.reshape(-1, side, side).roll(1, dims=-1).flatten(1)
+    assert _relative_l1(shifted, masks).min().item() > 3 * 0.03
 
 
 def test_templates_round_trip_and_a_stale_missing_or_corrupt_file_reads_as_none(tmp_path, monkeypatch):
