@@ -89,7 +89,8 @@ def janus_table(rows: list[dict]) -> list[dict]:
 
 
 def composition_table(rows: list[dict]) -> list[dict]:
-    """Per condition, split (training / held out) and relation: runs, composition accuracy, union IoU, part
+    """Per condition, split (training / held out) and relation: runs, their seeds (a condition may have been
+    run at fewer seeds than another), composition accuracy, union IoU, part
     colour accuracy. The relations apart because they differ in kind: "on top of" looks the same from every
     azimuth, "next to" does not (a prior that does not know the camera must guess its side, docs/janus.md)."""
     held = set(held_out_prompts())
@@ -98,11 +99,13 @@ def composition_table(rows: list[dict]) -> list[dict]:
     for cond in _ordered(r["condition"] for r in comps):
         for split in ("training", "held out"):
             for relation in RELATIONS:
-                mine = [r["eval"] for r in comps if r["condition"] == cond and (r["prompt"] in held) == (split == "held out")
+                runs = [r for r in comps if r["condition"] == cond and (r["prompt"] in held) == (split == "held out")
                         and f" {relation} " in r["prompt"]]
-                if not mine:
+                if not runs:
                     continue
+                mine = [r["eval"] for r in runs]
                 out.append({"condition": cond, "prompts": split, "relation": relation, "runs": len(mine),
+                            "seeds": sorted({r["seed"] for r in runs}),
                             "composition_acc": _mean(m["composition_ok"] for m in mine),
                             "union_iou": _mean(m["union_iou"] for m in mine),
                             "part_colour_acc": _mean(ok for m in mine for ok in m["part_colour_ok"])})
@@ -137,10 +140,11 @@ def markdown(janus: list[dict], comps: list[dict], picture: str | None, *, janus
         lines += [f"![front (azimuth 0) and back (azimuth 180) views per condition]({picture})", ""]
     if comps:
         lines += [f"**Composition table** ({comp_seeds})", "",
-                  "| condition | prompts | relation | runs | composition accuracy | union IoU | part colour accuracy |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| condition | prompts | relation | runs | seeds | composition accuracy | union IoU | part colour accuracy |",
+                  "|---|---|---|---|---|---|---|---|"]
         for e in comps:
-            lines.append(f"| {e['condition']} | {e['prompts']} | {e['relation']} | {e['runs']} | {_fmt(e['composition_acc'], '.0%')} | "
+            lines.append(f"| {e['condition']} | {e['prompts']} | {e['relation']} | {e['runs']} | {', '.join(map(str, e['seeds']))} | "
+                         f"{_fmt(e['composition_acc'], '.0%')} | "
                          f"{_fmt(e['union_iou'])} | {_fmt(e['part_colour_acc'], '.0%')} |")
         lines.append("")
     return "\n".join(lines) if lines else "No finished v2 runs in the sweep folders yet.\n"

@@ -192,6 +192,7 @@ def test_janus_table_counts_janus_runs_over_unflooded_ones(tmp_path):
     assert crows[0]["composition_acc"] == 0.5 and crows[0]["part_colour_acc"] == 0.75
     assert crows[0]["union_iou"] == pytest.approx(0.75) and crows[1]["union_iou"] == pytest.approx(0.9)
     assert crows[2]["composition_acc"] == 1.0
+    assert [r["seeds"] for r in crows] == [[0, 2], [1], [0]]
 
     readme, doc = tmp_path / "README.md", tmp_path / "docs" / "janus.md"
     readme.write_text("# sds3d\n\ntext\n")
@@ -204,7 +205,7 @@ def test_janus_table_counts_janus_runs_over_unflooded_ones(tmp_path):
     assert text.startswith("# Janus\n\nintro\n") and text.endswith("\nafter\n") and "old" not in text
     assert text.count("| (a) view-suffix prior | 5 | 1 | 50% | 33% | – | 100% | 75% | 1.25 | 67% | 0.76 | 0.100 |") == 1
     assert readme.read_text().startswith("# sds3d\n\ntext\n") and readme.read_text().count(table.START) == 1
-    assert "| (d) camera-conditioned prior | held out | on top of | 1 | 100% | 0.70 | 100% |" in readme.read_text()
+    assert "| (d) camera-conditioned prior | held out | on top of | 1 | 0 | 100% | 0.70 | 100% |" in readme.read_text()
 
 
 def test_janus_table_says_when_there_is_nothing_to_tabulate(tmp_path):
