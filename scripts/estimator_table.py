@@ -11,7 +11,9 @@ the same configs in shorter sweeps (time-to-quality) and, with --v2, toy world v
 estimator sweeps on its faced objects and compositions (configs/sweeps/estimators-janus.yaml,
 estimators-compositions.yaml): Janus rate over the unflooded runs, face present, composition
 accuracy (docs/janus.md defines them). Writes the table between the markers
-<!-- estimator-table --> and <!-- /estimator-table --> of --out (or a new file) and, unless
+<!-- estimator-table --> and <!-- /estimator-table --> of --out (appended, with its markers, when they
+are missing), with --by-shape a second table of mean and worst IoU per shape between
+<!-- estimator-shapes --> markers, and, unless
 --no-picture, a comparison picture (rows: configs, columns: prompts, seed 0).
 
     python scripts/estimator_table.py runs/sweeps/estimators --at 150=runs/sweeps/estimators-150 \
@@ -36,6 +38,7 @@ from sds3d.sweep.grid import CONFIG_KEY, display_value
 from sds3d.sweep.report import metrics_of, result_image
 
 START, END = "<!-- estimator-table -->", "<!-- /estimator-table -->"
+SHAPES_START, SHAPES_END = "<!-- estimator-shapes -->", "<!-- /estimator-shapes -->"
 
 
 def config_name(run, spec) -> str:
@@ -145,6 +148,20 @@ def table(main: dict[str, list[dict]], at: dict[int, dict[str, list[dict]]], div
     return "\n".join(lines) + "\n"
 
 
+def shape_table(main: dict[str, list[dict]]) -> str:
+    """Mean IoU per config (rows) and shape (columns: the prompt's last word, "a red cube" -> cube), with the
+    worst run in brackets: where a method fails, which an all-prompt mean hides."""
+    shapes = sorted({r["prompt"].split()[-1] for rows in main.values() for r in rows})
+    lines = ["| config | " + " | ".join(f"{s}: mean (worst)" for s in shapes) + " |", "|" + "---|" * (len(shapes) + 1)]
+    for name, rows in main.items():
+        cells = [name]
+        for shape in shapes:
+            ious = [r["iou"] for r in rows if r["iou"] is not None and r["prompt"].split()[-1] == shape]
+            cells.append(f"{mean(ious):.3f} ({min(ious):.3f})" if ious else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def picture(main: dict[str, list[dict]], path: Path, cell: int = 64) -> None:
     from PIL import Image, ImageDraw, ImageFont
 
@@ -165,13 +182,14 @@ def picture(main: dict[str, list[dict]], path: Path, cell: int = 64) -> None:
     canvas.save(path)
 
 
-def write(out: Path, text: str) -> None:
-    block = f"{START}\n{text}{END}"
-    if out.is_file() and START in out.read_text() and END in out.read_text():
-        old = out.read_text()
-        out.write_text(old[: old.index(START)] + block + old[old.index(END) + len(END):])
+def write(out: Path, text: str, start: str = START, end: str = END) -> None:
+    """Replace the block between the markers ``start`` and ``end`` of ``out``; append it when they are missing."""
+    block = f"{start}\n{text}{end}"
+    old = out.read_text() if out.is_file() else ""
+    if start in old and end in old:
+        out.write_text(old[: old.index(start)] + block + old[old.index(end) + len(end):])
     else:
-        out.write_text(block + "\n")
+        out.write_text(old + ("\n" if old and not old.endswith("\n") else "") + block + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -185,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--v2", action="append", default=[], type=Path, metavar="DIR",
                     help="a toy world v2 estimator sweep (configs/sweeps/estimators-janus.yaml, -compositions.yaml): its columns")
     ap.add_argument("--baseline", help="a row name (e.g. 'toy sds'): add each row's IoU difference to it, paired by prompt and seed")
+    ap.add_argument("--by-shape", action="store_true",
+                    help=f"also the mean and worst IoU per shape (the prompt's last word), between {SHAPES_START} markers")
     args = ap.parse_args(argv)
     main_rows = merged_runs(args.sweep_dirs)
     at = {int(item.split("=", 1)[0]): read_runs(Path(item.split("=", 1)[1])) for item in args.at}
@@ -196,6 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     text = table(main_rows, at, diversity=not args.no_diversity, baseline=args.baseline, v2=v2)
     print(text, end="")
     write(args.out, text)
+    if args.by_shape:
+        shapes = shape_table(main_rows)
+        print(shapes, end="")
+        write(args.out, shapes, SHAPES_START, SHAPES_END)
     if not args.no_picture:
         picture(main_rows, args.picture)
 

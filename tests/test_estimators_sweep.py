@@ -147,3 +147,39 @@ def test_the_v2_estimator_sweeps_add_janus_and_composition_columns(tmp_path):
     assert [rows["toy"][i] for i in cols] == ["33% (12)", "67%", "100% (8)"]
     # nfsd: the 4 houses flooded -> 8 judged, none Janus, 4 of 8 with a face; "on top of" only: 4 of 8.
     assert [rows["toy-nfsd"][i] for i in cols] == ["0% (8)", "50%", "50% (8)"]
+
+
+def fake_train_by_shape(job: RunJob) -> dict:
+    """A finished run whose IoU is set by its prompt's shape and seed: cube 0.5 + 0.1 seed, torus 0.9."""
+    from sds3d.config import load_config
+
+    cfg = load_config(job.config, job.overrides)
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    iou = 0.5 + 0.1 * cfg.seed if cfg.prompt.endswith("cube") else 0.9
+    (run_dir / "summary.json").write_text(json.dumps({"train_seconds": 1.0, "eval": {"mesh_iou": iou}}))
+    (run_dir / "config.yaml").write_text(Path(job.config).read_text())
+    mark_complete(run_dir)
+    return {"status": "done"}
+
+
+def test_the_shape_table_gives_each_shape_its_mean_and_worst_iou_and_keeps_the_rest_of_the_page(tmp_path):
+    spec = load_sweep_file(SWEEP)
+    spec.prompts, spec.seeds, spec.out = ["a red cube", "a blue cube", "a green torus"], [0, 1], str(tmp_path / "sweep")
+    spec.grid["config"] = [v for v in spec.grid["config"] if Path(v.strip('"')).stem == "toy"]
+    run_sweep(spec, run_fn=fake_train_by_shape, log=lambda m: None)
+    out = tmp_path / "page.md"
+    out.write_text("# A page written by hand\n\ntext that must stay\n")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "estimator_table.py"), spec.out, "--out", str(out),
+                           "--no-diversity", "--no-picture", "--by-shape"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert page.startswith("# A page written by hand\n\ntext that must stay\n")
+    shapes = page[page.index("<!-- estimator-shapes -->"):page.index("<!-- /estimator-shapes -->")]
+    assert "| config | cube: mean (worst) | torus: mean (worst) |" in shapes
+    # cube: seeds 0 and 1 of two prompts, (0.5 + 0.6 + 0.5 + 0.6) / 4 = 0.55, worst 0.5; torus 0.9 twice
+    assert "| toy | 0.550 (0.500) | 0.900 (0.900) |" in shapes
+    # a second run replaces the blocks in place instead of appending them again
+    subprocess.run([sys.executable, str(REPO / "scripts" / "estimator_table.py"), spec.out, "--out", str(out),
+                    "--no-diversity", "--no-picture", "--by-shape"], check=True, capture_output=True)
+    assert out.read_text() == page
